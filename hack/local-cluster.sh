@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on loopback: etcd, kube-apiserver and
+# kube-controller-manager, built from the pinned Go modules under hack/ and
+# cached outside the work tree, keyed by version.
+#
+#   hack/local-cluster.sh build    build whatever binaries are missing
+#   hack/local-cluster.sh up       build, start (or reuse) the cluster, wait for /readyz
+#   hack/local-cluster.sh env      print `export KUBECONFIG=… PATH=…` lines for eval
+#   hack/local-cluster.sh status   say whether it runs, and where
+#   hack/local-cluster.sh down     stop exactly the processes `up` started, remove state
+#   hack/local-cluster.sh restart-apiserver | restart-etcd   (fault tests)
+#   hack/local-cluster.sh versions | bin-dir
+#
+# Environment:
+#   KUBE_JIT_CLUSTER_DIR   state directory (default: <repo>/.local-cluster)
+#   KUBE_JIT_CACHE         binary cache (default: ~/.cache/kube-jit)
+#   KUBE_JIT_CLUSTER_OWNER_PID  if set, the cluster stops itself when that process exits
+#   KUBE_JIT_APISERVER_ARGS     extra kube-apiserver flags (space separated)
+set -euo pipefail
+
+HACK=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HACK")
+CACHE=${KUBE_JIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-jit}
+STATE=${KUBE_JIT_CLUSTER_DIR:-$REPO/.local-cluster}
+
+mod_version() { # <go.mod> <module path>
+  awk -v m="$2" '$1 == m { print $2 } $1 == "require" && $2 == m { print $3 }' "$1" | head -n1
+}
+K8S_VERSION=$(mod_version "$HACK/kubernetes/go.mod" k8s.io/kubernetes)
+ETCD_VERSION=$(mod_version "$HACK/etcd/go.mod" go.etcd.io/etcd/server/v3)
+K8S_BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
+ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
+
+log() { printf '[local-cluster] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Runs a long build in the background and reports progress every 15 s.
+with_progress() { # <label> <command...>
+  local label=$1; shift
+  local start=$SECONDS logf
+  logf=$(mktemp)
+  "$@" >"$logf" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if (( (SECONDS - start) % 15 == 0 )); then
+      log "  … $label: $((SECONDS - start))s"
+    fi
+  done
+  if ! wait "$pid"; then
+    cat "$logf" >&2; rm -f "$logf"
+    die "$label failed"
+  fi
+  rm -f "$logf"
+  log "  $label done in $((SECONDS - start))s"
+}
+
+build_etcd() {
+  [[ -x "$ETCD_BIN/etcd" ]] && return 0
+  command -v go >/dev/null || die "Go is needed to build etcd (https://go.dev/doc/install)"
+  log "building etcd $ETCD_VERSION into $ETCD_BIN (first time only)"
+  local tmp="$ETCD_BIN.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  with_progress "go build etcd" \
+    env -C "$HACK/etcd" CGO_ENABLED=0 go build -trimpath -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+  rm -rf "$ETCD_BIN"; mv "$tmp" "$ETCD_BIN"
+}
+
+build_kubernetes() {
+  if [[ -x "$K8S_BIN/kube-apiserver" && -x "$K8S_BIN/kube-controller-manager" && -x "$K8S_BIN/kubectl" ]]; then
+    return 0
+  fi
+  command -v go >/dev/null || die "Go is needed to build Kubernetes (https://go.dev/doc/install)"
+  log "building kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION into $K8S_BIN (first time only; several minutes)"
+  local major minor ldflags=() key val
+  IFS=. read -r major minor _ <<<"${K8S_VERSION#v}"
+  for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+    for kv in "gitVersion=$K8S_VERSION" "gitMajor=$major" "gitMinor=$minor" \
+              "gitTreeState=clean" "buildDate=1970-01-01T00:00:00Z"; do
+      key=${kv%%=*}; val=${kv#*=}
+      ldflags+=("-X" "$pkg.$key=$val")
+    done
+  done
+  local tmp="$K8S_BIN.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  with_progress "go build kubernetes" \
+    env -C "$HACK/kubernetes" CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags[*]}" -o "$tmp/" \
+      k8s.io/kubernetes/cmd/kube-apiserver \
+      k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kubectl
+  rm -rf "$K8S_BIN"; mv "$tmp" "$K8S_BIN"
+}
+
+cmd_build() {
+  build_etcd
+  build_kubernetes
+  log "binaries: $ETCD_BIN/etcd, $K8S_BIN/{kube-apiserver,kube-controller-manager,kubectl}"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+pid_alive() { [[ -f "$STATE/pids/$1" ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
+
+apiserver_ready() {
+  [[ -f "$STATE/ports/apiserver" ]] || return 1
+  curl -sf --max-time 2 --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" --key "$STATE/pki/admin.key" \
+    "https://127.0.0.1:$(cat "$STATE/ports/apiserver")/readyz" >/dev/null 2>&1
+}
+
+# Certificates: one CA signs the apiserver's serving certificate and the
+# client certificates of the admin and the controller-manager.
+gen_pki() {
+  local pki="$STATE/pki"
+  mkdir -p "$pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=kube-jit-local-ca" \
+    -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+  issue_cert() { # <name> <subject> <extensions>
+    openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
+    openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+      -days 3650 -extfile <(printf '%s\n' "$3") -out "$pki/$1.crt" 2>/dev/null
+    rm -f "$pki/$1.csr"
+  }
+  issue_cert apiserver "/CN=kube-apiserver" \
+    "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
+extendedKeyUsage=serverAuth"
+  issue_cert admin "/O=system:masters/CN=kube-jit-admin" "extendedKeyUsage=clientAuth"
+  issue_cert controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+  # Service-account issuer: TokenRequest signs with the private key, the
+  # apiserver verifies with the public one.
+  openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+}
+
+write_kubeconfig() { # <file> <user cert name> <user name>
+  local port; port=$(cat "$STATE/ports/apiserver")
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: kube-jit-local
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority: $STATE/pki/ca.crt
+users:
+- name: $3
+  user:
+    client-certificate: $STATE/pki/$2.crt
+    client-key: $STATE/pki/$2.key
+contexts:
+- name: kube-jit-local
+  context: {cluster: kube-jit-local, user: $3}
+current-context: kube-jit-local
+EOF
+}
+
+# Starts one process in its own session, recording its pid.
+spawn() { # <name> <command...>
+  local name=$1; shift
+  # fd 9 is the lock `up` holds; children must not inherit it.
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$STATE/pids/$name"
+}
+
+wait_until() { # <what> <seconds> <command...>
+  local what=$1 limit=$2; shift 2
+  local start=$SECONDS
+  until "$@"; do
+    if (( SECONDS - start >= limit )); then
+      die "$what not ready after ${limit}s; logs in $STATE/logs"
+    fi
+    sleep 0.2
+  done
+}
+
+start_etcd() {
+  spawn etcd "$ETCD_BIN/etcd" --name local --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$(cat "$STATE/ports/etcd")" \
+    --advertise-client-urls "http://127.0.0.1:$(cat "$STATE/ports/etcd")" \
+    --listen-peer-urls "http://127.0.0.1:$(cat "$STATE/ports/etcd-peer")" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$(cat "$STATE/ports/etcd-peer")" \
+    --initial-cluster "local=http://127.0.0.1:$(cat "$STATE/ports/etcd-peer")" \
+    --listen-metrics-urls "" --log-level warn --unsafe-no-fsync
+  wait_until etcd 60 curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$(cat "$STATE/ports/etcd")/health"
+}
+
+start_apiserver() {
+  local extra=()
+  [[ -f "$STATE/apiserver-args" ]] && read -r -a extra <"$STATE/apiserver-args"
+  spawn kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$(cat "$STATE/ports/etcd")" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+    --secure-port "$(cat "$STATE/ports/apiserver")" \
+    --cert-dir "$STATE/pki" \
+    --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
+    --client-ca-file "$STATE/pki/ca.crt" \
+    --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$STATE/pki/sa.pub" \
+    --service-account-signing-key-file "$STATE/pki/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --audit-log-path "$STATE/logs/audit.log" --audit-policy-file "$STATE/audit-policy.yaml" \
+    --audit-log-format json --audit-log-maxsize 200 \
+    --profiling=false --v 0 \
+    "${extra[@]}"
+  wait_until kube-apiserver 120 apiserver_ready
+}
+
+start_controller_manager() {
+  spawn kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --controllers serviceaccount,serviceaccount-token,garbagecollector,namespace,root-ca-cert-publisher,clusterrole-aggregation \
+    --use-service-account-credentials \
+    --service-account-private-key-file "$STATE/pki/sa.key" \
+    --root-ca-file "$STATE/pki/ca.crt" \
+    --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false --v 0
+}
+
+kubectl_admin() { "$K8S_BIN/kubectl" --kubeconfig "$STATE/admin.kubeconfig" "$@"; }
+
+cmd_up() {
+  mkdir -p "$(dirname "$STATE")"
+  exec 9>"$STATE.lock"
+  flock 9
+  if apiserver_ready && pid_alive etcd && pid_alive kube-apiserver && pid_alive kube-controller-manager; then
+    log "already running at https://127.0.0.1:$(cat "$STATE/ports/apiserver") (state in $STATE)"
+    return 0
+  fi
+  cmd_build
+  stop_all
+  local start=$SECONDS
+  mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/ports"
+  for p in etcd etcd-peer apiserver; do free_port >"$STATE/ports/$p"; done
+  echo "${KUBE_JIT_APISERVER_ARGS:-}" >"$STATE/apiserver-args"
+  # Metadata-level audit of everything but reads of events and leases: enough to
+  # join a grant ServiceAccount's calls to kube-jit's own audit lines.
+  cat >"$STATE/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  resources: [{group: "coordination.k8s.io", resources: [leases]}]
+- level: Metadata
+EOF
+  log "starting etcd $ETCD_VERSION, kube-apiserver and kube-controller-manager $K8S_VERSION (state in $STATE)"
+  gen_pki
+  start_etcd
+  start_apiserver
+  write_kubeconfig "$STATE/admin.kubeconfig" admin kube-jit-admin
+  write_kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager system:kube-controller-manager
+  start_controller_manager
+  # The serviceaccount controller creating `default` proves the controller-manager works.
+  wait_until "serviceaccount controller" 60 kubectl_admin get serviceaccount default -n default -o name --request-timeout 2s >/dev/null 2>&1
+  if [[ -n "${KUBE_JIT_CLUSTER_OWNER_PID:-}" ]]; then
+    KUBE_JIT_CLUSTER_DIR="$STATE" setsid bash -c \
+      'while kill -0 "$1" 2>/dev/null && [[ -d "$KUBE_JIT_CLUSTER_DIR/pids" ]]; do sleep 1; done; exec "$2" down' \
+      _ "$KUBE_JIT_CLUSTER_OWNER_PID" "$HACK/local-cluster.sh" >/dev/null 2>&1 </dev/null 9>&- &
+  fi
+  log "ready in $((SECONDS - start))s at https://127.0.0.1:$(cat "$STATE/ports/apiserver")"
+  log "use it with: eval \"\$(hack/local-cluster.sh env)\""
+}
+
+# Stops the processes whose pids `up` recorded: TERM, then KILL after 10 s.
+stop_all() {
+  [[ -d "$STATE/pids" ]] || return 0
+  local name pid
+  for name in kube-controller-manager kube-apiserver etcd; do
+    [[ -f "$STATE/pids/$name" ]] || continue
+    pid=$(cat "$STATE/pids/$name")
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for name in kube-controller-manager kube-apiserver etcd; do
+    [[ -f "$STATE/pids/$name" ]] || continue
+    pid=$(cat "$STATE/pids/$name")
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$STATE/pids/$name"
+  done
+}
+
+cmd_down() {
+  [[ -d "$STATE" ]] || { log "nothing running at $STATE"; return 0; }
+  exec 9>"$STATE.lock"
+  flock 9
+  stop_all
+  rm -rf "$STATE"
+  rm -f "$STATE.lock"
+  log "stopped and removed $STATE"
+}
+
+cmd_env() {
+  [[ -f "$STATE/admin.kubeconfig" ]] || die "no cluster at $STATE; run: hack/local-cluster.sh up"
+  printf 'export KUBECONFIG=%q\n' "$STATE/admin.kubeconfig"
+  printf 'export PATH=%q:"$PATH"\n' "$K8S_BIN"
+}
+
+cmd_status() {
+  if apiserver_ready; then
+    echo "running: https://127.0.0.1:$(cat "$STATE/ports/apiserver") (state in $STATE)"
+    for name in etcd kube-apiserver kube-controller-manager; do
+      if pid_alive "$name"; then echo "  $name pid $(cat "$STATE/pids/$name")"; else echo "  $name not running"; fi
+    done
+  else
+    echo "not running (state dir $STATE)"; return 1
+  fi
+}
+
+# Restarts for fault-injection tests: same ports, same state.
+cmd_restart_apiserver() {
+  pid_alive kube-apiserver && kill -KILL "$(cat "$STATE/pids/kube-apiserver")"
+  sleep 0.5
+  start_apiserver
+}
+cmd_restart_etcd() {
+  pid_alive etcd && kill -KILL "$(cat "$STATE/pids/etcd")"
+  sleep 0.5
+  start_etcd
+}
+
+main() {
+  case "${1:-}" in
+    build) cmd_build ;;
+    up) cmd_up ;;
+    down) cmd_down ;;
+    env) cmd_env ;;
+    status) cmd_status ;;
+    restart-apiserver) cmd_restart_apiserver ;;
+    restart-etcd) cmd_restart_etcd ;;
+    bin-dir) echo "$K8S_BIN" ;;
+    versions) echo "kubernetes $K8S_VERSION"; echo "etcd $ETCD_VERSION" ;;
+    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  esac
+}
+
+# Called on one line with exit, so editing this file while it runs is harmless.
+main "$@"; exit $?

@@ -1,0 +1,233 @@
+//! Test support: the real local control plane (hack/local-cluster.sh) for
+//! integration tests, with a fresh namespace per test and cleanup that runs
+//! even when a test panics.
+//!
+//! A run started by `hack/test.sh` shares one cluster (`KUBE_JIT_TEST_CLUSTER_DIR`);
+//! a bare `cargo test` starts one for the test process, which stops itself
+//! when that process exits, however it exits.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running control plane.
+pub struct Cluster {
+    pub dir: PathBuf,
+    /// Whether this handle started it (and so stops it on drop).
+    owned: bool,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// The cluster shared by every test of this process.
+    pub fn shared() -> &'static Cluster {
+        static SHARED: OnceLock<Cluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = match std::env::var_os("KUBE_JIT_TEST_CLUSTER_DIR") {
+                Some(dir) => Cluster::start(PathBuf::from(dir), false, None),
+                None => Cluster::dedicated_inner(false),
+            };
+            cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
+            cluster.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "-f", "crds/"]);
+            cluster
+        })
+    }
+
+    /// A control plane of the test's own, stopped when the handle drops
+    /// (for tests that restart or break parts of it).
+    pub fn dedicated() -> Cluster {
+        Self::dedicated_inner(true)
+    }
+
+    fn dedicated_inner(owned: bool) -> Cluster {
+        let tmp = tempfile::Builder::new().prefix("kube-jit-test-cluster-").tempdir().expect("temp dir");
+        let dir = tmp.path().join("cluster");
+        Cluster::start(dir, owned, Some(tmp))
+    }
+
+    fn start(dir: PathBuf, owned: bool, tmp: Option<tempfile::TempDir>) -> Cluster {
+        let status = Command::new(repo_root().join("hack/local-cluster.sh"))
+            .arg("up")
+            .env("KUBE_JIT_CLUSTER_DIR", &dir)
+            // The cluster stops itself when this process exits, even on abort.
+            .env("KUBE_JIT_CLUSTER_OWNER_PID", std::process::id().to_string())
+            .status()
+            .expect("run hack/local-cluster.sh up");
+        assert!(status.success(), "hack/local-cluster.sh up failed");
+        Cluster { dir, owned, _tmp: tmp }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    /// The built kubectl, as admin, from the repository root. Panics on failure.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_output(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kubectl_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .expect("run kubectl")
+    }
+
+    pub fn config(&self) -> Config {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        // Config building is async only for exec plugins; certificates need none.
+        futures::executor::block_on(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()))
+            .expect("kubeconfig")
+    }
+
+    /// An admin client (system:masters).
+    pub fn admin(&self) -> Client {
+        Client::try_from(self.config()).expect("admin client")
+    }
+
+    /// A client that authenticates with nothing but a bearer token.
+    pub fn client_with_token(&self, token: &str) -> Client {
+        let mut config = self.config();
+        config.auth_info = AuthInfo { token: Some(token.to_string().into()), ..AuthInfo::default() };
+        Client::try_from(config).expect("token client")
+    }
+
+    pub fn run(&self, args: &[&str]) {
+        let status = Command::new(repo_root().join("hack/local-cluster.sh"))
+            .args(args)
+            .env("KUBE_JIT_CLUSTER_DIR", &self.dir)
+            .status()
+            .expect("run hack/local-cluster.sh");
+        assert!(status.success(), "hack/local-cluster.sh {args:?} failed");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.owned {
+            self.run(&["down"]);
+        }
+    }
+}
+
+/// The kubectl that hack/local-cluster.sh built.
+pub fn kubectl_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new(repo_root().join("hack/local-cluster.sh"))
+            .arg("bin-dir")
+            .output()
+            .expect("hack/local-cluster.sh bin-dir");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("kubectl")
+    })
+    .clone()
+}
+
+/// A namespace for one test, deleted when the guard drops (also on panic).
+pub struct TestNamespace {
+    pub name: String,
+    kubeconfig: PathBuf,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, cluster: &Cluster, prefix: &str) -> TestNamespace {
+        let name = unique_name(prefix);
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("kubejit.io/test".to_string(), "true".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+        TestNamespace { name, kubeconfig: cluster.kubeconfig() }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Synchronous on purpose: Drop cannot await, and this must run on panic too.
+        let _ = Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .output();
+    }
+}
+
+/// A DNS-1123 name unique to this process and call.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{:x}{:x}{n}", std::process::id(), nanos % 0xffff)
+}
+
+/// Creates a ServiceAccount and mints a token for it with TokenRequest.
+pub async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let sa = ServiceAccount {
+        metadata: ObjectMeta { name: Some(name.to_string()), ..ObjectMeta::default() },
+        ..ServiceAccount::default()
+    };
+    sas.patch(name, &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&sa)).await.expect("apply serviceaccount");
+    let request = TokenRequest {
+        spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
+            expiration_seconds: Some(600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let minted = sas.create_token_request(name, &PostParams::default(), &request).await.expect("TokenRequest");
+    minted.status.and_then(|s| s.token).expect("minted token")
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every CRD of the kubejit.io group, as installed.
+pub async fn installed_crds(client: &Client) -> Vec<CustomResourceDefinition> {
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("list crds")
+        .items
+        .into_iter()
+        .filter(|c| c.spec.group == kube_jit::api::GROUP)
+        .collect()
+}
