@@ -37,6 +37,11 @@ pub struct AccessApprovalSpec {
     /// Username of the approver; must be the identity that creates this object.
     #[schemars(length(min = 1, max = 512))]
     pub approver: String,
+    /// Groups of the approver that policies may match on; each must be one the
+    /// API server reported for the creator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 512)))]
+    pub groups: Vec<String>,
     /// Why; shown to the requester and recorded in the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]

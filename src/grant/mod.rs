@@ -1,0 +1,6 @@
+//! What a grant is made of (`plan`), decided from the request alone; the
+//! reconciler in `controller` makes and revokes it.
+
+pub mod plan;
+
+pub use plan::{Managed, Plan, Stage, plan};

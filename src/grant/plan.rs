@@ -1,0 +1,374 @@
+//! The objects one grant consists of, computed from the request alone, so
+//! that making, checking and revoking a grant are all idempotent and survive
+//! restarts: whatever happened before, the same request yields the same plan.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use crate::api::ObjectRef;
+use crate::api::access_request::{AccessRequest, DeliveryMode, RoleKind};
+use crate::names::{self, parse_service_account_username};
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// One object of a grant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Managed {
+    ServiceAccount(ServiceAccount),
+    Secret(Secret),
+    Role(Role),
+    RoleBinding(RoleBinding),
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
+}
+
+/// The order revocation follows: authorization first, then identity, then roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Bindings,
+    Identity,
+    Roles,
+}
+
+impl Managed {
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Managed::ServiceAccount(o) => &o.metadata,
+            Managed::Secret(o) => &o.metadata,
+            Managed::Role(o) => &o.metadata,
+            Managed::RoleBinding(o) => &o.metadata,
+            Managed::ClusterRole(o) => &o.metadata,
+            Managed::ClusterRoleBinding(o) => &o.metadata,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Managed::ServiceAccount(_) => "ServiceAccount",
+            Managed::Secret(_) => "Secret",
+            Managed::Role(_) => "Role",
+            Managed::RoleBinding(_) => "RoleBinding",
+            Managed::ClusterRole(_) => "ClusterRole",
+            Managed::ClusterRoleBinding(_) => "ClusterRoleBinding",
+        }
+    }
+
+    pub fn stage(&self) -> Stage {
+        match self {
+            Managed::RoleBinding(_) | Managed::ClusterRoleBinding(_) => Stage::Bindings,
+            Managed::ServiceAccount(_) | Managed::Secret(_) => Stage::Identity,
+            Managed::Role(_) | Managed::ClusterRole(_) => Stage::Roles,
+        }
+    }
+
+    pub fn object_ref(&self) -> ObjectRef {
+        let m = self.metadata();
+        ObjectRef {
+            kind: self.kind().to_string(),
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Everything a grant consists of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub grant_id: String,
+    /// The identity holding the rights: the ephemeral ServiceAccount, or the
+    /// requester's own.
+    pub holder: ObjectRef,
+    pub objects: Vec<Managed>,
+}
+
+impl Plan {
+    /// Objects in the order they are made: roles, identity, then bindings, so
+    /// a binding never points at something missing.
+    pub fn creation_order(&self) -> Vec<&Managed> {
+        let mut v: Vec<&Managed> = self.objects.iter().collect();
+        v.sort_by_key(|o| std::cmp::Reverse(o.stage()));
+        v
+    }
+
+    /// Objects grouped by revocation stage, in revocation order.
+    pub fn revocation_stages(&self) -> Vec<Vec<&Managed>> {
+        [Stage::Bindings, Stage::Identity, Stage::Roles]
+            .into_iter()
+            .map(|s| self.objects.iter().filter(|o| o.stage() == s).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    /// The ephemeral ServiceAccount, if the grant has one.
+    pub fn service_account(&self) -> Option<&ServiceAccount> {
+        self.objects.iter().find_map(|o| match o {
+            Managed::ServiceAccount(sa) => Some(sa),
+            _ => None,
+        })
+    }
+
+    pub fn token_secret(&self) -> Option<&Secret> {
+        self.objects.iter().find_map(|o| match o {
+            Managed::Secret(s) => Some(s),
+            _ => None,
+        })
+    }
+}
+
+/// Why a request cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the request has no uid yet")]
+    NoUid,
+    #[error("delivery mode RequesterServiceAccount needs a ServiceAccount requester, not {0}")]
+    RequesterNotServiceAccount(String),
+}
+
+/// Computes the plan of a request whose grant ends at `expires_at` (RFC 3339).
+pub fn plan(request: &AccessRequest, expires_at: &str) -> Result<Plan, PlanError> {
+    let namespace = request.metadata.namespace.clone().unwrap_or_default();
+    let name = request.metadata.name.clone().unwrap_or_default();
+    let uid = request.metadata.uid.clone().ok_or(PlanError::NoUid)?;
+    let spec = &request.spec;
+    let id = names::grant_id(&namespace, &name, &uid);
+    let base_name = names::object_name(&name, "", &id);
+
+    let mut labels = BTreeMap::new();
+    labels.insert(names::MANAGED_BY_LABEL.to_string(), names::MANAGED_BY_VALUE.to_string());
+    labels.insert(names::GRANT_ID_LABEL.to_string(), id.clone());
+    let mut annotations = BTreeMap::new();
+    annotations.insert(names::REQUEST_ANNOTATION.to_string(), format!("{namespace}/{name}"));
+    annotations.insert(names::EXPIRES_AT_ANNOTATION.to_string(), expires_at.to_string());
+    annotations.insert(names::REQUESTER_ANNOTATION.to_string(), spec.requester.user.clone());
+    if let Some(agent) = &spec.for_agent {
+        annotations.insert(names::AGENT_ANNOTATION.to_string(), agent.clone());
+    }
+    if let Some(purpose) = &spec.purpose {
+        annotations.insert(names::PURPOSE_ANNOTATION.to_string(), purpose.clone());
+    }
+    // Objects in the request's own namespace are also owned by it, so the
+    // garbage collector removes them should everything else fail.
+    let owner = request.controller_owner_ref(&()).map(|mut o| {
+        o.block_owner_deletion = None;
+        o
+    });
+    let meta = |name: &str, ns: Option<&str>| ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: ns.map(str::to_string),
+        labels: Some(labels.clone()),
+        annotations: Some(annotations.clone()),
+        owner_references: match (ns, &owner) {
+            (Some(n), Some(o)) if n == namespace => Some(vec![o.clone()]),
+            _ => None,
+        },
+        ..ObjectMeta::default()
+    };
+
+    let mut objects = Vec::new();
+    let holder = match spec.delivery.mode {
+        DeliveryMode::EphemeralServiceAccount => {
+            objects.push(Managed::ServiceAccount(ServiceAccount {
+                metadata: meta(&base_name, Some(&namespace)),
+                automount_service_account_token: Some(false),
+                ..ServiceAccount::default()
+            }));
+            // The requester, and nobody else, may mint tokens for this one identity.
+            let token_name = names::object_name(&name, "token", &id);
+            objects.push(Managed::Role(Role {
+                metadata: meta(&token_name, Some(&namespace)),
+                rules: Some(vec![PolicyRule {
+                    api_groups: Some(vec![String::new()]),
+                    resources: Some(vec!["serviceaccounts/token".into()]),
+                    resource_names: Some(vec![base_name.clone()]),
+                    verbs: vec!["create".into()],
+                    ..PolicyRule::default()
+                }]),
+            }));
+            objects.push(Managed::RoleBinding(RoleBinding {
+                metadata: meta(&token_name, Some(&namespace)),
+                role_ref: role_ref("Role", &token_name),
+                subjects: Some(vec![requester_subject(&spec.requester.user)]),
+            }));
+            if spec.delivery.token_secret {
+                objects.push(Managed::Secret(Secret {
+                    metadata: meta(&base_name, Some(&namespace)),
+                    type_: Some("Opaque".into()),
+                    ..Secret::default()
+                }));
+            }
+            ObjectRef { kind: "ServiceAccount".into(), namespace: namespace.clone(), name: base_name.clone() }
+        }
+        DeliveryMode::RequesterServiceAccount => {
+            let (ns, sa) = parse_service_account_username(&spec.requester.user)
+                .ok_or_else(|| PlanError::RequesterNotServiceAccount(spec.requester.user.clone()))?;
+            ObjectRef { kind: "ServiceAccount".into(), namespace: ns.into(), name: sa.into() }
+        }
+    };
+    let holder_subject = Subject {
+        kind: "ServiceAccount".into(),
+        name: holder.name.clone(),
+        namespace: Some(holder.namespace.clone()),
+        api_group: None,
+    };
+
+    if spec.cluster_wide {
+        let crb_name = names::object_name(&format!("{namespace}-{name}"), "", &id);
+        let target = match (&spec.role, &spec.rules) {
+            (Some(role), _) => role.name.clone(),
+            (None, Some(rules)) => {
+                objects.push(Managed::ClusterRole(ClusterRole {
+                    metadata: meta(&crb_name, None),
+                    rules: Some(rules.clone()),
+                    aggregation_rule: None,
+                }));
+                crb_name.clone()
+            }
+            (None, None) => String::new(),
+        };
+        objects.push(Managed::ClusterRoleBinding(ClusterRoleBinding {
+            metadata: meta(&crb_name, None),
+            role_ref: role_ref("ClusterRole", &target),
+            subjects: Some(vec![holder_subject.clone()]),
+        }));
+    } else {
+        for target_ns in &spec.namespaces {
+            let (kind, role_name) = match (&spec.role, &spec.rules) {
+                (Some(role), _) => {
+                    (if role.kind == RoleKind::ClusterRole { "ClusterRole" } else { "Role" }, role.name.clone())
+                }
+                (None, Some(rules)) => {
+                    objects.push(Managed::Role(Role {
+                        metadata: meta(&base_name, Some(target_ns)),
+                        rules: Some(rules.clone()),
+                    }));
+                    ("Role", base_name.clone())
+                }
+                (None, None) => continue,
+            };
+            objects.push(Managed::RoleBinding(RoleBinding {
+                metadata: meta(&base_name, Some(target_ns)),
+                role_ref: role_ref(kind, &role_name),
+                subjects: Some(vec![holder_subject.clone()]),
+            }));
+        }
+    }
+    Ok(Plan { grant_id: id, holder, objects })
+}
+
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef { api_group: Some(RBAC_GROUP.into()), kind: kind.into(), name: name.into() }
+}
+
+/// The RBAC subject for an authenticated username.
+fn requester_subject(user: &str) -> Subject {
+    match parse_service_account_username(user) {
+        Some((ns, name)) => {
+            Subject { kind: "ServiceAccount".into(), name: name.into(), namespace: Some(ns.into()), api_group: None }
+        }
+        None => Subject { kind: "User".into(), name: user.into(), namespace: None, api_group: Some(RBAC_GROUP.into()) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::access_request::{AccessRequestSpec, Delivery, Requester, RoleRef as ReqRoleRef};
+
+    fn request(spec: AccessRequestSpec) -> AccessRequest {
+        let mut r = AccessRequest::new("deploy", spec);
+        r.metadata.namespace = Some("agents".into());
+        r.metadata.uid = Some("1234".into());
+        r
+    }
+
+    fn spec() -> AccessRequestSpec {
+        AccessRequestSpec {
+            requester: Requester { user: "system:serviceaccount:agents:planner".into(), groups: vec![] },
+            for_agent: None,
+            role: Some(ReqRoleRef { kind: RoleKind::ClusterRole, name: "edit".into() }),
+            rules: None,
+            namespaces: vec!["staging".into(), "qa".into()],
+            cluster_wide: false,
+            duration: Some("15m".into()),
+            purpose: Some("deploy".into()),
+            delivery: Delivery::default(),
+            revoke: false,
+        }
+    }
+
+    #[test]
+    fn ephemeral_grant_binds_a_fresh_identity_in_each_namespace() {
+        let p = plan(&request(spec()), "2026-01-01T00:00:00Z").unwrap();
+        let refs: Vec<String> = p.objects.iter().map(|o| format!("{:?}", o.object_ref())).collect();
+        assert_eq!(p.objects.len(), 5, "{refs:#?}");
+        assert_eq!(p.holder.namespace, "agents");
+        let stages = p.revocation_stages();
+        assert!(stages[0].iter().all(|o| o.stage() == Stage::Bindings));
+        assert_eq!(stages[0].len(), 3, "two grant bindings and the token binding");
+        for o in &p.objects {
+            let m = o.metadata();
+            assert!(names::is_dns1123_label(m.name.as_deref().unwrap()));
+            assert_eq!(m.labels.as_ref().unwrap()[names::GRANT_ID_LABEL], p.grant_id);
+            assert_eq!(m.annotations.as_ref().unwrap()[names::EXPIRES_AT_ANNOTATION], "2026-01-01T00:00:00Z");
+            let owned = m.owner_references.is_some();
+            assert_eq!(owned, m.namespace.as_deref() == Some("agents"), "{:?}", o.object_ref());
+        }
+        // Tokens: only the requester may mint, only for this identity.
+        let token_binding = p
+            .objects
+            .iter()
+            .find_map(|o| match o {
+                Managed::RoleBinding(rb) if rb.role_ref.kind == "Role" => Some(rb),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(token_binding.subjects.as_ref().unwrap()[0].name, "planner");
+    }
+
+    #[test]
+    fn requester_mode_binds_the_requesters_own_account() {
+        let mut s = spec();
+        s.delivery.mode = DeliveryMode::RequesterServiceAccount;
+        let p = plan(&request(s), "t").unwrap();
+        assert_eq!(p.objects.len(), 2);
+        assert_eq!(p.holder.name, "planner");
+        assert!(p.service_account().is_none());
+
+        let mut s = spec();
+        s.delivery.mode = DeliveryMode::RequesterServiceAccount;
+        s.requester.user = "alice".into();
+        assert!(plan(&request(s), "t").is_err());
+    }
+
+    #[test]
+    fn inline_rules_get_a_generated_role_per_namespace() {
+        let mut s = spec();
+        s.role = None;
+        s.rules = Some(vec![PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec!["pods".into()]),
+            verbs: vec!["list".into()],
+            ..PolicyRule::default()
+        }]);
+        let p = plan(&request(s), "t").unwrap();
+        let roles = p.objects.iter().filter(|o| matches!(o, Managed::Role(_))).count();
+        assert_eq!(roles, 3, "one per target namespace plus the token role");
+        let order = p.creation_order();
+        assert_eq!(order.last().unwrap().stage(), Stage::Bindings);
+        assert_eq!(order.first().unwrap().stage(), Stage::Roles);
+    }
+
+    #[test]
+    fn cluster_wide_uses_one_cluster_role_binding() {
+        let mut s = spec();
+        s.namespaces.clear();
+        s.cluster_wide = true;
+        let p = plan(&request(s), "t").unwrap();
+        assert_eq!(p.objects.iter().filter(|o| matches!(o, Managed::ClusterRoleBinding(_))).count(), 1);
+        assert_eq!(p.objects.iter().filter(|o| o.kind() == "RoleBinding").count(), 1, "only the token binding");
+    }
+}
