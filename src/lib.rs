@@ -1,7 +1,21 @@
 //! kube-jit: just-in-time, time-boxed Kubernetes access for AI agents and other
 //! non-human identities. The binaries in `src/main.rs` and `src/bin/` only parse
 //! arguments and call into this library.
+//!
+//! Decisions are pure modules (`policy`, `rbac`, `grant`, `durations`, `names`);
+//! `controller` is where the cluster is touched.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
+pub mod conditions;
+pub mod controller;
 pub mod durations;
+pub mod error;
+pub mod grant;
+pub mod names;
+pub mod policy;
+pub mod rbac;
+pub mod telemetry;
+
+pub use error::{Error, Result};

@@ -7,6 +7,9 @@
 //! when that process exits, however it exits.
 #![allow(dead_code)]
 
+pub mod operator;
+pub mod scenario;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -29,6 +32,34 @@ pub struct Cluster {
     /// Whether this handle started it (and so stops it on drop).
     owned: bool,
     _tmp: Option<tempfile::TempDir>,
+    _permit: Option<ClusterPermit>,
+}
+
+/// Limits how many dedicated control planes a test process runs at once
+/// (`KUBE_JIT_TEST_CLUSTERS`, default 3), so timing-sensitive tests are not
+/// starved of CPU on small machines.
+struct ClusterPermit;
+
+static RUNNING: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl ClusterPermit {
+    fn acquire() -> ClusterPermit {
+        let limit = std::env::var("KUBE_JIT_TEST_CLUSTERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3usize);
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= limit {
+            running = FREED.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        ClusterPermit
+    }
+}
+
+impl Drop for ClusterPermit {
+    fn drop(&mut self) {
+        *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        FREED.notify_one();
+    }
 }
 
 impl Cluster {
@@ -53,9 +84,16 @@ impl Cluster {
     }
 
     fn dedicated_inner(owned: bool) -> Cluster {
+        let permit = if owned { Some(ClusterPermit::acquire()) } else { None };
         let tmp = tempfile::Builder::new().prefix("kube-jit-test-cluster-").tempdir().expect("temp dir");
         let dir = tmp.path().join("cluster");
-        Cluster::start(dir, owned, Some(tmp))
+        let mut cluster = Cluster::start(dir, owned, Some(tmp));
+        cluster._permit = permit;
+        if owned {
+            cluster.kubectl(&["apply", "--server-side", "-f", "crds/"]);
+            cluster.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "-f", "crds/"]);
+        }
+        cluster
     }
 
     fn start(dir: PathBuf, owned: bool, tmp: Option<tempfile::TempDir>) -> Cluster {
@@ -67,11 +105,21 @@ impl Cluster {
             .status()
             .expect("run hack/local-cluster.sh up");
         assert!(status.success(), "hack/local-cluster.sh up failed");
-        Cluster { dir, owned, _tmp: tmp }
+        Cluster { dir, owned, _tmp: tmp, _permit: None }
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.kubeconfig")
+    }
+
+    /// A kubeconfig (YAML text) for this cluster that authenticates with `token`.
+    pub fn token_kubeconfig(&self, token: &str) -> String {
+        let admin = std::fs::read_to_string(self.kubeconfig()).expect("admin kubeconfig");
+        let server = admin.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server").to_string();
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+            self.dir.join("pki/ca.crt").display()
+        )
     }
 
     /// The built kubectl, as admin, from the repository root. Panics on failure.

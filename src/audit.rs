@@ -1,0 +1,77 @@
+//! The audit trail: one JSON line per lifecycle event of a grant, on its own
+//! log target (`kube_jit::audit`) so it can be shipped to a SIEM apart from
+//! operational logs.
+
+use crate::api::access_request::AccessRequest;
+
+/// The log target of audit lines.
+pub const TARGET: &str = "kube_jit::audit";
+
+/// Lifecycle events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditEvent {
+    Requested,
+    Approved,
+    Denied,
+    Granted,
+    TokenIssued,
+    Revoked,
+    Expired,
+}
+
+impl AuditEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditEvent::Requested => "requested",
+            AuditEvent::Approved => "approved",
+            AuditEvent::Denied => "denied",
+            AuditEvent::Granted => "granted",
+            AuditEvent::TokenIssued => "token-issued",
+            AuditEvent::Revoked => "revoked",
+            AuditEvent::Expired => "expired",
+        }
+    }
+}
+
+/// Extra facts of one audit line.
+#[derive(Default)]
+pub struct Details<'a> {
+    pub grant_id: Option<&'a str>,
+    pub policy: Option<&'a str>,
+    pub expires_at: Option<String>,
+    pub identity: Option<String>,
+    pub reason: Option<&'a str>,
+    pub message: Option<&'a str>,
+}
+
+/// Writes one audit line: who, for whom, what, where, when, why, and the grant id.
+pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) {
+    let spec = &request.spec;
+    let what = match (&spec.role, &spec.rules) {
+        (Some(role), _) => format!("{:?}/{}", role.kind, role.name),
+        (None, Some(rules)) => serde_json::to_string(rules).unwrap_or_default(),
+        (None, None) => String::new(),
+    };
+    let where_ = if spec.cluster_wide { "*".to_string() } else { spec.namespaces.join(",") };
+    tracing::info!(
+        target: TARGET,
+        event = event.as_str(),
+        grant_id = details.grant_id.unwrap_or(""),
+        request = format!(
+            "{}/{}",
+            request.metadata.namespace.as_deref().unwrap_or(""),
+            request.metadata.name.as_deref().unwrap_or("")
+        ),
+        requester = spec.requester.user.as_str(),
+        agent = spec.for_agent.as_deref().unwrap_or(""),
+        what = what.as_str(),
+        namespaces = where_.as_str(),
+        purpose = spec.purpose.as_deref().unwrap_or(""),
+        policy = details.policy.unwrap_or(""),
+        expires_at = details.expires_at.as_deref().unwrap_or(""),
+        identity = details.identity.as_deref().unwrap_or(""),
+        reason = details.reason.unwrap_or(""),
+        message = details.message.unwrap_or(""),
+        "audit"
+    );
+}

@@ -1,0 +1,99 @@
+//! What every reconcile shares: the client, the caches (reflector stores) the
+//! decisions read from, and the Event recorder.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt, core::PartialObjectMeta};
+
+use crate::api::access_approval::AccessApproval;
+use crate::api::access_policy::AccessPolicy;
+use crate::api::access_request::{AccessRequest, Phase};
+use crate::api::agent_identity::AgentIdentity;
+use crate::policy::ClusterFacts;
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub policies: Store<AccessPolicy>,
+    pub approvals: Store<AccessApproval>,
+    pub agents: Store<AgentIdentity>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub requests: Store<AccessRequest>,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, stores: Stores) -> Context {
+        let reporter = Reporter { controller: "kube-jit".into(), instance: std::env::var("POD_NAME").ok() };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            policies: stores.policies,
+            approvals: stores.approvals,
+            agents: stores.agents,
+            namespaces: stores.namespaces,
+            requests: stores.requests,
+        }
+    }
+
+    /// Publishes an Event on the request; failures are logged, never fatal.
+    pub async fn event(&self, request: &AccessRequest, warning: bool, reason: &str, note: String) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &request.object_ref(&())).await {
+            tracing::warn!(error = %e, request = %request.name_any(), "could not publish Event");
+        }
+    }
+
+    /// The cluster facts a policy decision about `request` needs, from the caches.
+    pub fn facts_for<'a>(&self, request: &AccessRequest, agent: Option<&'a AgentIdentity>) -> ClusterFacts<'a> {
+        let namespace_labels: BTreeMap<_, _> =
+            self.namespaces.state().iter().map(|ns| (ns.name_any(), ns.labels().clone())).collect();
+        let subject = subject_key(request);
+        let mut live_grants = BTreeMap::new();
+        for other in self.requests.state() {
+            let Some(status) = &other.status else { continue };
+            let live = matches!(status.phase, Phase::Granted | Phase::Approved);
+            if live
+                && other.uid() != request.uid()
+                && subject_key(&other) == subject
+                && let Some(policy) = &status.policy
+            {
+                *live_grants.entry(policy.clone()).or_insert(0) += 1;
+            }
+        }
+        ClusterFacts { agent, namespace_labels, live_grants, namespaces_known: true }
+    }
+
+    /// The AgentIdentity a request is for, from the cache.
+    pub fn agent_of(&self, request: &AccessRequest) -> Option<std::sync::Arc<AgentIdentity>> {
+        let name = request.spec.for_agent.as_ref()?;
+        let ns = request.namespace()?;
+        self.agents.get(&ObjectRef::new(name).within(&ns))
+    }
+}
+
+/// Who a grant counts against: the agent if there is one, else the requester.
+fn subject_key(request: &AccessRequest) -> String {
+    match &request.spec.for_agent {
+        Some(agent) => format!("agent:{}/{agent}", request.namespace().unwrap_or_default()),
+        None => format!("user:{}", request.spec.requester.user),
+    }
+}
+
+/// The caches the operator keeps.
+pub struct Stores {
+    pub policies: Store<AccessPolicy>,
+    pub approvals: Store<AccessApproval>,
+    pub agents: Store<AgentIdentity>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub requests: Store<AccessRequest>,
+}

@@ -1,0 +1,169 @@
+//! Where grants touch the cluster: applying the objects of a plan, checking
+//! they still exist, and deleting them in revocation order. Every call is
+//! idempotent (server-side apply; deletes tolerate absence).
+
+use std::fmt::Debug;
+
+use futures::future::try_join_all;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::{ByteString, ClusterResourceScope, NamespaceResourceScope};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::grant::{Managed, Plan};
+
+/// The field manager of everything kube-jit writes.
+pub const FIELD_MANAGER: &str = "kube-jit";
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply_namespaced<K>(client: &Client, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let meta = obj.meta();
+    let api: Api<K> = Api::namespaced(client.clone(), meta.namespace.as_deref().unwrap_or_default());
+    api.patch(meta.name.as_deref().unwrap_or_default(), &apply_params(), &Patch::Apply(obj)).await?;
+    Ok(())
+}
+
+async fn apply_cluster<K>(client: &Client, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = ClusterResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    api.patch(obj.meta().name.as_deref().unwrap_or_default(), &apply_params(), &Patch::Apply(obj)).await?;
+    Ok(())
+}
+
+async fn apply(client: &Client, object: &Managed) -> Result<()> {
+    match object {
+        Managed::ServiceAccount(o) => apply_namespaced(client, o).await,
+        Managed::Secret(o) => apply_namespaced(client, o).await,
+        Managed::Role(o) => apply_namespaced(client, o).await,
+        Managed::RoleBinding(o) => apply_namespaced(client, o).await,
+        Managed::ClusterRole(o) => apply_cluster(client, o).await,
+        Managed::ClusterRoleBinding(o) => apply_cluster(client, o).await,
+    }
+}
+
+/// Makes every object of the plan: roles, then identity, then bindings, each
+/// stage in parallel, so a binding never names something missing.
+pub async fn make(client: &Client, plan: &Plan) -> Result<()> {
+    let order = plan.creation_order();
+    for stage in order.chunk_by(|a, b| a.stage() == b.stage()) {
+        try_join_all(stage.iter().map(|o| apply(client, o))).await?;
+    }
+    Ok(())
+}
+
+/// Deletes every object of the plan, in revocation order (bindings, identity,
+/// roles); absent objects are fine. Returns how many were deleted.
+pub async fn delete(client: &Client, plan: &Plan) -> Result<usize> {
+    let mut deleted = 0;
+    for stage in plan.revocation_stages() {
+        let results = try_join_all(stage.iter().map(|o| delete_one(client, o))).await?;
+        deleted += results.into_iter().filter(|d| *d).count();
+    }
+    Ok(deleted)
+}
+
+async fn delete_one(client: &Client, object: &Managed) -> Result<bool> {
+    let r = object.object_ref();
+    delete_by_ref(client, &r.kind, &r.namespace, &r.name).await
+}
+
+/// Deletes one managed object by kind, namespace and name; `Ok(false)` if it was already gone.
+pub async fn delete_by_ref(client: &Client, kind: &str, namespace: &str, name: &str) -> Result<bool> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    // Background propagation: the object goes now, dependants after.
+    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    let result = match kind {
+        "ServiceAccount" => {
+            Api::<ServiceAccount>::namespaced(client.clone(), namespace).delete(name, &dp).await.map(|_| ())
+        }
+        "Secret" => Api::<Secret>::namespaced(client.clone(), namespace).delete(name, &dp).await.map(|_| ()),
+        "Role" => Api::<Role>::namespaced(client.clone(), namespace).delete(name, &dp).await.map(|_| ()),
+        "RoleBinding" => Api::<RoleBinding>::namespaced(client.clone(), namespace).delete(name, &dp).await.map(|_| ()),
+        "ClusterRole" => Api::<ClusterRole>::all(client.clone()).delete(name, &dp).await.map(|_| ()),
+        "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(client.clone()).delete(name, &dp).await.map(|_| ()),
+        other => {
+            tracing::warn!(kind = other, name, "unknown managed kind; not deleted");
+            return Ok(false);
+        }
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// Whether an object of the plan exists, asking the API server.
+pub async fn exists(client: &Client, object: &Managed) -> Result<bool> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let r = object.object_ref();
+    let (ns, name) = (r.namespace.as_str(), r.name.as_str());
+    let found = match object {
+        Managed::ServiceAccount(_) => {
+            Api::<ServiceAccount>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some()
+        }
+        Managed::Secret(_) => Api::<Secret>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some(),
+        Managed::Role(_) => Api::<Role>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some(),
+        Managed::RoleBinding(_) => {
+            Api::<RoleBinding>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some()
+        }
+        Managed::ClusterRole(_) => Api::<ClusterRole>::all(client.clone()).get_metadata_opt(name).await?.is_some(),
+        Managed::ClusterRoleBinding(_) => {
+            Api::<ClusterRoleBinding>::all(client.clone()).get_metadata_opt(name).await?.is_some()
+        }
+    };
+    Ok(found)
+}
+
+/// For clients that cannot call TokenRequest: mints a token for the grant's
+/// ServiceAccount bound to the grant's Secret (deleting the Secret kills the
+/// token) and stores it there. Returns false when the Secret already holds one.
+pub async fn fill_token_secret(client: &Client, plan: &Plan, remaining_secs: i64) -> Result<bool> {
+    let (Some(sa), Some(secret)) = (plan.service_account(), plan.token_secret()) else { return Ok(false) };
+    let ns = secret.metadata.namespace.clone().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let current = secrets.get(&name).await?;
+    if current.data.as_ref().is_some_and(|d| d.contains_key("token")) {
+        return Ok(false);
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            // The API server's floor is 10 minutes; revocation does not rely on
+            // expiry but on the ServiceAccount and Secret being deleted.
+            expiration_seconds: Some(remaining_secs.max(600)),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                name: Some(name.clone()),
+                uid: current.metadata.uid.clone(),
+            }),
+            audiences: None,
+        }),
+        ..TokenRequest::default()
+    };
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let minted = sas
+        .create_token_request(sa.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &request)
+        .await?;
+    let token = minted.status.and_then(|s| s.token).ok_or(Error::NoToken)?;
+    let mut filled = secret.clone();
+    filled.data = Some(
+        [("token".to_string(), ByteString(token.into_bytes())), ("namespace".to_string(), ByteString(ns.into_bytes()))]
+            .into(),
+    );
+    apply_namespaced(client, &filled).await?;
+    Ok(true)
+}

@@ -1,0 +1,53 @@
+//! The library's error type. `metric_label` names each variant the same way
+//! in metrics, Events and logs.
+
+/// Everything that can go wrong while reconciling.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("serialisation: {0}")]
+    Serde(#[source] serde_json::Error),
+    #[error("grant plan: {0}")]
+    Plan(#[source] crate::grant::plan::PlanError),
+    #[error("the request has no {0}")]
+    MissingField(&'static str),
+    #[error("TokenRequest returned no token")]
+    NoToken,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::Serde(_) => "serde",
+            Error::Plan(_) => "plan",
+            Error::MissingField(_) => "missing_field",
+            Error::NoToken => "no_token",
+        }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(e)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Serde(e)
+    }
+}
+
+impl From<crate::grant::plan::PlanError> for Error {
+    fn from(e: crate::grant::plan::PlanError) -> Self {
+        Error::Plan(e)
+    }
+}

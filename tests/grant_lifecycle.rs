@@ -1,0 +1,270 @@
+//! The grant lifecycle end to end, on a real control plane with the real
+//! operator binary: an agent that authenticates with its own ServiceAccount
+//! token asks, is granted, uses the grant, and loses it — on expiry, on
+//! revoke, on deletion, and across an operator outage.
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube_jit::api::{AccessApproval, AccessRequest, Phase};
+use serde_json::json;
+use support::Cluster;
+use support::operator::Operator;
+use support::scenario::{self, Agent};
+
+/// Fields drop in order: the operator stops before its cluster does.
+struct World {
+    operator: Operator,
+    agent: Agent,
+    admin: Client,
+    cluster: Cluster,
+}
+
+/// A dedicated control plane with the operator running, namespaces `agents`,
+/// `team-a`, `team-b`, an agent `planner` in `agents`, and `policy`.
+async fn world(policy: serde_json::Value) -> World {
+    let cluster = Cluster::dedicated();
+    let admin = cluster.admin();
+    for ns in ["agents", "team-a", "team-b"] {
+        scenario::create_namespace(&admin, ns, json!({"team": ns})).await;
+    }
+    scenario::install_requester_role(&admin).await;
+    let agent = Agent::create(&cluster, &admin, "agents", "planner").await;
+    scenario::apply_policy(&admin, "agents-read", policy).await;
+    let operator = Operator::start(&cluster, "cluster-admin", &["--sweep-interval", "2"]).await;
+    operator.wait_started().await;
+    World { operator, agent, admin, cluster }
+}
+
+fn auto_policy() -> serde_json::Value {
+    json!({
+        "subjects": {"serviceAccounts": [{"namespace": "agents", "name": "planner"}]},
+        "grants": {"clusterRoles": ["view"], "namespaces": {"names": ["team-a"]}},
+        "duration": {"default": "5m", "max": "1h"},
+        "purpose": {"required": true}
+    })
+}
+
+fn view_request(duration: &str) -> serde_json::Value {
+    json!({"role": {"kind": "ClusterRole", "name": "view"}, "namespaces": ["team-a"],
+           "duration": duration, "purpose": "read pods to debug a failing rollout"})
+}
+
+async fn assert_nothing_managed(admin: &Client) {
+    let ok =
+        support::eventually(Duration::from_secs(10), || async { scenario::managed_objects(admin).await.is_empty() })
+            .await;
+    assert!(ok, "managed objects left behind: {:?}", scenario::managed_objects(admin).await);
+}
+
+#[tokio::test]
+async fn auto_approved_grant_works_in_scope_only_and_ends_at_expiry() {
+    let w = world(auto_policy()).await;
+    // Zero standing privilege: the agent itself can read nothing.
+    assert_eq!(scenario::list_pods_status(&w.agent.client, "team-a").await, 403);
+
+    let created = Instant::now();
+    w.agent.request("debug", view_request("15s")).await;
+    let granted = scenario::wait_phase(&w.admin, "agents", "debug", Phase::Granted, Duration::from_secs(20)).await;
+    let token = w.agent.mint(&granted).await.expect("the requester may mint a token for its grant");
+    let grant = w.cluster.client_with_token(&token);
+    scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(5)).await;
+    eprintln!("measure: grant latency (created → first in-scope 200) {:?}", created.elapsed());
+
+    // Out of scope: another namespace, another verb.
+    assert_eq!(scenario::list_pods_status(&grant, "team-b").await, 403);
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+    .unwrap();
+    let create = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(grant.clone(), "team-a")
+        .create(&PostParams::default(), &pod)
+        .await;
+    assert!(matches!(create, Err(kube::Error::Api(ref s)) if s.code == 403), "{create:?}");
+    // Nobody but the requester may mint tokens for the grant identity.
+    let other = Agent::create(&w.cluster, &w.admin, "agents", "intruder").await;
+    assert!(matches!(other.mint(&granted).await, Err(kube::Error::Api(ref s)) if s.code == 403));
+
+    // Expiry: forbidden within 1 s of expiresAt; unauthenticated once the SA is gone.
+    let expires = scenario::expires_at(&granted);
+    scenario::sleep_until(expires - jiff::SignedDuration::from_millis(500)).await;
+    let forbidden = scenario::wait_pods_status(&grant, "team-a", 403, Duration::from_secs(5)).await;
+    let lag_403 =
+        jiff::Timestamp::now().duration_since(expires) - jiff::SignedDuration::try_from(forbidden.elapsed()).unwrap();
+    eprintln!("measure: expiresAt → 403 {lag_403:?}");
+    assert!(lag_403 < jiff::SignedDuration::from_secs(1), "403 came {lag_403:?} after expiresAt");
+    scenario::wait_pods_status(&grant, "team-a", 401, Duration::from_secs(30)).await;
+    let lag_401 = jiff::Timestamp::now().duration_since(expires);
+    eprintln!("measure: expiresAt → 401 {lag_401:?}");
+
+    let ended = scenario::wait_phase(&w.admin, "agents", "debug", Phase::Expired, Duration::from_secs(5)).await;
+    let id = ended.status.as_ref().unwrap().grant.as_ref().unwrap().id.clone();
+    assert_eq!(w.operator.audit_events(&id), ["approved", "granted", "expired"]);
+    assert_eq!(w.operator.audit_events_of_request("agents/debug"), ["requested", "approved", "granted", "expired"]);
+    assert_nothing_managed(&w.admin).await;
+}
+
+async fn approve(admin: &Client, request: &str, approver: &str, decision: &str) {
+    let name = support::unique_name("approval");
+    let a: AccessApproval = serde_json::from_value(json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessApproval", "metadata": {"name": name},
+        "spec": {"request": request, "decision": decision, "approver": approver, "reason": "checked"}}))
+    .unwrap();
+    Api::<AccessApproval>::namespaced(admin.clone(), "agents")
+        .create(&PostParams::default(), &a)
+        .await
+        .expect("approval");
+}
+
+#[tokio::test]
+async fn approval_threshold_self_approval_and_denial() {
+    let mut policy = auto_policy();
+    policy["approval"] = json!({"mode": "Manual", "required": 2, "approvers": {"users": ["alice", "bob", "carol"]}});
+    let w = world(policy).await;
+
+    w.agent.request("needs-two", view_request("5m")).await;
+    let pending = scenario::wait_phase(&w.admin, "agents", "needs-two", Phase::Pending, Duration::from_secs(10)).await;
+    assert!(pending.status.as_ref().unwrap().grant.is_none());
+    // The requester's own approval does not count; nor does a stranger's.
+    approve(&w.admin, "needs-two", &w.agent.user, "Approve").await;
+    approve(&w.admin, "needs-two", "mallory", "Approve").await;
+    approve(&w.admin, "needs-two", "alice", "Approve").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = scenario::wait_phase(&w.admin, "agents", "needs-two", Phase::Pending, Duration::from_secs(1)).await;
+    let tally = still.status.as_ref().unwrap().approvals.clone().unwrap();
+    assert_eq!(tally.approved_by, ["alice"]);
+    assert!(scenario::managed_objects(&w.admin).await.is_empty(), "nothing is granted before the threshold");
+
+    approve(&w.admin, "needs-two", "bob", "Approve").await;
+    let granted = scenario::wait_phase(&w.admin, "agents", "needs-two", Phase::Granted, Duration::from_secs(10)).await;
+    assert_eq!(granted.status.unwrap().approvals.unwrap().approved_by, ["alice", "bob"]);
+
+    // A denial ends a request.
+    w.agent.request("denied", view_request("5m")).await;
+    scenario::wait_phase(&w.admin, "agents", "denied", Phase::Pending, Duration::from_secs(10)).await;
+    approve(&w.admin, "denied", "alice", "Approve").await;
+    approve(&w.admin, "denied", "carol", "Deny").await;
+    let denied = scenario::wait_phase(&w.admin, "agents", "denied", Phase::Denied, Duration::from_secs(10)).await;
+    assert_eq!(denied.status.unwrap().approvals.unwrap().denied_by.as_deref(), Some("carol"));
+
+    Api::<AccessRequest>::namespaced(w.admin.clone(), "agents")
+        .delete("needs-two", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_nothing_managed(&w.admin).await;
+}
+
+#[tokio::test]
+async fn deleting_the_request_revokes_at_once() {
+    let w = world(auto_policy()).await;
+    w.agent.request("doomed", view_request("10m")).await;
+    let granted = scenario::wait_phase(&w.admin, "agents", "doomed", Phase::Granted, Duration::from_secs(20)).await;
+    let grant = w.cluster.client_with_token(&w.agent.mint(&granted).await.unwrap());
+    scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(5)).await;
+
+    let deleted = Instant::now();
+    Api::<AccessRequest>::namespaced(w.admin.clone(), "agents")
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    scenario::wait_pods_status(&grant, "team-a", 403, Duration::from_secs(5)).await;
+    let lag = deleted.elapsed();
+    eprintln!("measure: delete → 403 {lag:?}");
+    assert!(lag < Duration::from_secs(1), "deletion took {lag:?} to revoke");
+    let gone = support::eventually(Duration::from_secs(10), || async {
+        Api::<AccessRequest>::namespaced(w.admin.clone(), "agents").get_opt("doomed").await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone, "the request's finalizer was not released");
+    assert_nothing_managed(&w.admin).await;
+}
+
+#[tokio::test]
+async fn a_grant_that_expires_while_the_operator_is_down_is_revoked_on_start() {
+    let mut w = world(auto_policy()).await;
+    w.agent.request("outage", view_request("6s")).await;
+    let granted = scenario::wait_phase(&w.admin, "agents", "outage", Phase::Granted, Duration::from_secs(20)).await;
+    let grant = w.cluster.client_with_token(&w.agent.mint(&granted).await.unwrap());
+    scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(5)).await;
+
+    w.operator.kill();
+    let expires = scenario::expires_at(&granted);
+    scenario::sleep_until(expires + jiff::SignedDuration::from_secs(2)).await;
+    // Nobody revoked it while the operator was down (the safety net is the restart).
+    assert_eq!(scenario::list_pods_status(&grant, "team-a").await, 200);
+
+    let restarted = Instant::now();
+    w.operator.restart();
+    scenario::wait_pods_status(&grant, "team-a", 403, Duration::from_secs(30)).await;
+    eprintln!("measure: operator restart → 403 for an overdue grant {:?}", restarted.elapsed());
+    scenario::wait_phase(&w.admin, "agents", "outage", Phase::Expired, Duration::from_secs(5)).await;
+    assert_nothing_managed(&w.admin).await;
+}
+
+#[tokio::test]
+async fn requester_mode_gives_and_takes_the_agents_own_rights() {
+    let w = world(auto_policy()).await;
+    assert_eq!(scenario::list_pods_status(&w.agent.client, "team-a").await, 403);
+    let mut spec = view_request("10m");
+    spec["delivery"] = json!({"mode": "RequesterServiceAccount"});
+    w.agent.request("own", spec).await;
+    let granted = scenario::wait_phase(&w.admin, "agents", "own", Phase::Granted, Duration::from_secs(20)).await;
+    assert_eq!(
+        granted.status.as_ref().unwrap().grant.as_ref().unwrap().username.as_deref(),
+        Some(w.agent.user.as_str())
+    );
+    scenario::wait_pods_status(&w.agent.client, "team-a", 200, Duration::from_secs(5)).await;
+    assert_eq!(scenario::list_pods_status(&w.agent.client, "team-b").await, 403);
+
+    // Early revoke by the requester.
+    let revoked = Instant::now();
+    Api::<AccessRequest>::namespaced(w.agent.client.clone(), "agents")
+        .patch("own", &PatchParams::default(), &Patch::Merge(json!({"spec": {"revoke": true}})))
+        .await
+        .expect("revoke");
+    scenario::wait_pods_status(&w.agent.client, "team-a", 403, Duration::from_secs(5)).await;
+    eprintln!("measure: revoke → 403 {:?}", revoked.elapsed());
+    assert!(revoked.elapsed() < Duration::from_secs(1));
+    scenario::wait_phase(&w.admin, "agents", "own", Phase::Revoked, Duration::from_secs(5)).await;
+    // The agent's own ServiceAccount survives: only the binding was the grant's.
+    assert_eq!(scenario::list_pods_status(&w.agent.client, "team-a").await, 403);
+    assert_nothing_managed(&w.admin).await;
+}
+
+#[tokio::test]
+async fn fails_closed_on_no_policy_and_on_hand_deleted_objects() {
+    let w = world(auto_policy()).await;
+    // Out of policy: another namespace.
+    let mut spec = view_request("5m");
+    spec["namespaces"] = json!(["team-b"]);
+    w.agent.request("elsewhere", spec).await;
+    let denied = scenario::wait_phase(&w.admin, "agents", "elsewhere", Phase::Denied, Duration::from_secs(10)).await;
+    let status = denied.status.unwrap();
+    assert_eq!(status.policy_evaluations[0].reason, "namespace team-b is not among its namespaces");
+    let condition = status.conditions.iter().find(|c| c.type_ == "Denied").unwrap();
+    assert_eq!(condition.reason, "NoPolicyAllows");
+
+    // A token Secret; deleting it (a managed object) ends the grant.
+    let mut spec = view_request("10m");
+    spec["delivery"] = json!({"tokenSecret": true});
+    w.agent.request("with-secret", spec).await;
+    let granted =
+        scenario::wait_phase(&w.admin, "agents", "with-secret", Phase::Granted, Duration::from_secs(20)).await;
+    let secret_name = granted.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap().name;
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(w.admin.clone(), "agents")
+        .get(&secret_name)
+        .await
+        .unwrap();
+    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    let grant = w.cluster.client_with_token(&token);
+    scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(5)).await;
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(w.admin.clone(), "team-a")
+        .delete(&secret_name, &DeleteParams::default())
+        .await
+        .expect("delete the grant's RoleBinding by hand");
+    let ended = scenario::wait_phase(&w.admin, "agents", "with-secret", Phase::Revoked, Duration::from_secs(10)).await;
+    let condition = ended.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Revoked").unwrap();
+    assert_eq!(condition.reason, "ManagedObjectDeleted");
+    assert_nothing_managed(&w.admin).await;
+}

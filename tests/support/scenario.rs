@@ -1,0 +1,179 @@
+//! Building blocks of end-to-end scenarios: agents that authenticate with
+//! their own ServiceAccount tokens, policies, requests, and waiting on them.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use kube_jit::api::{AccessPolicy, AccessRequest, Phase};
+use serde_json::json;
+
+use super::Cluster;
+
+/// What agents may do with kube-jit itself: ask, and read their requests.
+pub async fn install_requester_role(admin: &Client) {
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "kube-jit-requester"},
+        "rules": [{"apiGroups": ["kubejit.io"], "resources": ["accessrequests"],
+                   "verbs": ["create", "get", "list", "watch", "patch"]}]}))
+    .unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .patch("kube-jit-requester", &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&role))
+        .await
+        .expect("requester role");
+}
+
+pub async fn create_namespace(admin: &Client, name: &str, labels: serde_json::Value) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+    Api::<Namespace>::all(admin.clone())
+        .patch(name, &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&ns))
+        .await
+        .expect("namespace");
+}
+
+/// A non-human identity: a ServiceAccount that may only ask kube-jit for access.
+pub struct Agent {
+    pub namespace: String,
+    pub name: String,
+    pub user: String,
+    pub client: Client,
+    pub token: String,
+}
+
+impl Agent {
+    pub async fn create(cluster: &Cluster, admin: &Client, namespace: &str, name: &str) -> Agent {
+        let token = super::service_account_token(admin, namespace, name).await;
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-requester")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kube-jit-requester"},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(admin.clone(), namespace)
+            .patch(&format!("{name}-requester"), &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&binding))
+            .await
+            .expect("requester binding");
+        Agent {
+            namespace: namespace.into(),
+            name: name.into(),
+            user: format!("system:serviceaccount:{namespace}:{name}"),
+            client: cluster.client_with_token(&token),
+            token,
+        }
+    }
+
+    /// Creates an AccessRequest as this agent.
+    pub async fn request(&self, name: &str, mut spec: serde_json::Value) -> AccessRequest {
+        spec["requester"] = json!({"user": self.user});
+        let request: AccessRequest = serde_json::from_value(json!({
+            "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessRequest",
+            "metadata": {"name": name}, "spec": spec}))
+        .expect("request body");
+        Api::<AccessRequest>::namespaced(self.client.clone(), &self.namespace)
+            .create(&PostParams::default(), &request)
+            .await
+            .expect("create AccessRequest as the agent")
+    }
+
+    /// Mints a token for the grant's ServiceAccount, as this agent.
+    pub async fn mint(&self, request: &AccessRequest) -> Result<String, kube::Error> {
+        let sa = request
+            .status
+            .as_ref()
+            .and_then(|s| s.grant.as_ref())
+            .and_then(|g| g.service_account.clone())
+            .expect("grant SA");
+        let tr: TokenRequest = serde_json::from_value(json!({"spec": {"expirationSeconds": 600}})).unwrap();
+        let minted = Api::<ServiceAccount>::namespaced(self.client.clone(), &sa.namespace)
+            .create_token_request(&sa.name, &PostParams::default(), &tr)
+            .await?;
+        Ok(minted.status.and_then(|s| s.token).expect("token"))
+    }
+}
+
+pub async fn apply_policy(admin: &Client, name: &str, spec: serde_json::Value) {
+    let policy: AccessPolicy = serde_json::from_value(json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": name}, "spec": spec}))
+    .expect("policy body");
+    Api::<AccessPolicy>::all(admin.clone())
+        .patch(name, &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&policy))
+        .await
+        .expect("apply policy");
+}
+
+/// Polls (every 20 ms) until the request reaches `phase`; panics after `limit`
+/// or if it reaches another terminal phase.
+pub async fn wait_phase(admin: &Client, ns: &str, name: &str, phase: Phase, limit: Duration) -> AccessRequest {
+    let api: Api<AccessRequest> = Api::namespaced(admin.clone(), ns);
+    let start = Instant::now();
+    loop {
+        let r = api.get(name).await.expect("get request");
+        let current = r.status.as_ref().map(|s| s.phase);
+        if current == Some(phase) {
+            return r;
+        }
+        if let Some(p) = current
+            && p.is_terminal()
+        {
+            panic!("{ns}/{name} ended {p:?}, expected {phase:?}: {:#?}", r.status);
+        }
+        assert!(start.elapsed() < limit, "{ns}/{name} not {phase:?} after {limit:?}: {:#?}", r.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// HTTP status of listing pods in `ns` with `client` (200 when allowed).
+pub async fn list_pods_status(client: &Client, ns: &str) -> u16 {
+    match Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default().limit(1)).await {
+        Ok(_) => 200,
+        Err(kube::Error::Api(s)) => s.code,
+        Err(e) => panic!("unexpected error listing pods: {e}"),
+    }
+}
+
+/// Polls until `list_pods_status` returns `code`; returns when it did.
+pub async fn wait_pods_status(client: &Client, ns: &str, code: u16, limit: Duration) -> Instant {
+    let start = Instant::now();
+    loop {
+        if list_pods_status(client, ns).await == code {
+            return Instant::now();
+        }
+        assert!(start.elapsed() < limit, "list pods in {ns} did not return {code} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every object labelled as managed by kube-jit, as `Kind ns/name`.
+pub async fn managed_objects(admin: &Client) -> Vec<String> {
+    let lp = ListParams::default().labels(kube_jit::names::MANAGED_SELECTOR);
+    let mut found = Vec::new();
+    macro_rules! collect {
+        ($k:ty, $kind:literal) => {
+            for o in Api::<$k>::all(admin.clone()).list_metadata(&lp).await.expect("list managed").items {
+                found.push(format!("{} {}/{}", $kind, o.namespace().unwrap_or_default(), o.name_any()));
+            }
+        };
+    }
+    collect!(ServiceAccount, "ServiceAccount");
+    collect!(k8s_openapi::api::core::v1::Secret, "Secret");
+    collect!(Role, "Role");
+    collect!(RoleBinding, "RoleBinding");
+    collect!(ClusterRole, "ClusterRole");
+    collect!(ClusterRoleBinding, "ClusterRoleBinding");
+    found
+}
+
+/// `expires_at` of a granted request as an Instant-comparable wall clock.
+pub fn expires_at(request: &AccessRequest) -> jiff::Timestamp {
+    request.status.as_ref().and_then(|s| s.grant.as_ref()).and_then(|g| g.expires_at.as_ref()).expect("expiresAt").0
+}
+
+/// Sleeps until the wall clock reaches `t`.
+pub async fn sleep_until(t: jiff::Timestamp) {
+    let wait = t.duration_since(jiff::Timestamp::now());
+    if wait.is_positive() {
+        tokio::time::sleep(Duration::try_from(wait).unwrap()).await;
+    }
+}
