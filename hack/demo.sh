@@ -1,21 +1,121 @@
 #!/usr/bin/env bash
-# The kube-jit story on a real local control plane: starts (or reuses) the
-# cluster from hack/local-cluster.sh, installs the CRDs, and shows them.
+# The kube-jit story on a real local control plane: an AI agent with no
+# standing privilege asks for access, is granted it for seconds, uses it, is
+# refused out of scope, and loses it at expiry. Prints the timings it saw.
+#
+#   hack/demo.sh              run the story (the cluster keeps running after)
+#   GRANT_SECONDS=30 hack/demo.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+GRANT_SECONDS=${GRANT_SECONDS:-20}
+if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then B=$'\033[1m' G=$'\033[32m' R=$'\033[31m' D=$'\033[2m' N=$'\033[0m'; else B='' G='' R='' D='' N=''; fi
+say() { printf '\n%s==> %s%s\n' "$B" "$*" "$N"; }
+run() { printf '%s$ %s%s\n' "$D" "$*" "$N"; "$@"; }
+now() { date +%s.%N; }
+since() { python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):+.3f}s')" "$1" "$2"; }
+epoch_of() { python3 -c "import sys,datetime; print(datetime.datetime.fromisoformat(sys.argv[1].replace('Z','+00:00')).timestamp())" "$1"; }
 
-say "Starting the local control plane (etcd, kube-apiserver, kube-controller-manager)"
+say "1. A real control plane on loopback (etcd, kube-apiserver, kube-controller-manager)"
 hack/local-cluster.sh up
 eval "$(hack/local-cluster.sh env)"
-kubectl version
+STATE=$(dirname "$KUBECONFIG")
+run kubectl version
 
-say "Installing the kube-jit CRDs"
-kubectl apply --server-side -f crds/
-kubectl wait --for=condition=Established --timeout=60s -f crds/
-kubectl get crd -l '!kubejit.io/none' -o custom-columns=CRD:.metadata.name,ESTABLISHED:.status.conditions[?\(@.type==\"Established\"\)].status
+say "2. Install the kube-jit CRDs and build the operator"
+run kubectl apply --server-side -f crds/ >/dev/null
+kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
+echo "building kube-jit (the first build takes a few minutes)"
+cargo build --quiet --bin kube-jit
+kubectl get crd -o name | grep kubejit.io
 
-say "Done. The cluster keeps running; use it with:"
+say "3. Namespaces: the agent lives in 'agents'; it may debug 'payments', never 'billing'"
+for ns in agents payments billing; do kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null; done
+kubectl label namespace payments kubejit.io/debuggable=true --overwrite >/dev/null
+kubectl create serviceaccount deploy-bot -n agents --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply -f examples/rbac/requester.yaml >/dev/null
+kubectl create rolebinding deploy-bot-requester -n agents --clusterrole kube-jit-requester \
+  --serviceaccount agents:deploy-bot --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+run kubectl apply -f examples/policies/read-only-debugging.yaml
+
+say "4. Start the operator (logs: $STATE/logs/kube-jit.log)"
+KUBE_JIT_LOG_LEVEL=info target/debug/kube-jit run >"$STATE/logs/kube-jit.log" 2>&1 &
+OPERATOR=$!
+trap 'kill $OPERATOR 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q 'start-up revocation done' "$STATE/logs/kube-jit.log" && break; sleep 0.1; done
+echo "operator running (pid $OPERATOR)"
+
+# kubectl as someone holding only a bearer token (no admin certificate).
+as_token() { local token=$1; shift; kubectl --kubeconfig "$STATE/token.kubeconfig" --token "$token" "$@"; }
+# Shows the command with the token's name instead of the token.
+run_as() { local label=$1 token=$2; shift 2; printf '%s$ kubectl --token=$%s %s%s\n' "$D" "$label" "$*" "$N"; as_token "$token" "$@"; }
+cat >"$STATE/token.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')", certificate-authority: "$STATE/pki/ca.crt"}}]
+users: [{name: token, user: {}}]
+contexts: [{name: local, context: {cluster: local, user: token}}]
+current-context: local
+EOF
+
+say "5. The agent authenticates as its own ServiceAccount, which holds nothing"
+AGENT=$(kubectl create token deploy-bot -n agents --duration 1h)
+run_as AGENT "$AGENT" auth whoami
+printf 'can it list pods in payments? '; as_token "$AGENT" auth can-i list pods -n payments || true
+
+say "6. It asks for read access to 'payments' for ${GRANT_SECONDS}s, saying why"
+REQ=debug-$(date +%H%M%S)
+T_REQUEST=$(now)
+as_token "$AGENT" create -f - <<EOF
+apiVersion: kubejit.io/v1alpha1
+kind: AccessRequest
+metadata: {name: $REQ, namespace: agents}
+spec:
+  requester: {user: "system:serviceaccount:agents:deploy-bot"}
+  role: {kind: ClusterRole, name: view}
+  namespaces: [payments]
+  duration: ${GRANT_SECONDS}s
+  purpose: "read pods to find why the payments rollout is failing"
+EOF
+kubectl wait accessrequest "$REQ" -n agents --for=jsonpath='{.status.phase}'=Granted --timeout=30s >/dev/null
+run kubectl get accessrequest "$REQ" -n agents
+GRANT_SA=$(kubectl get accessrequest "$REQ" -n agents -o jsonpath='{.status.grant.serviceAccount.name}')
+EXPIRES=$(kubectl get accessrequest "$REQ" -n agents -o jsonpath='{.status.grant.expiresAt}')
+
+say "7. Only the agent may mint a token for its grant identity ($GRANT_SA); it uses it"
+GRANT=$(as_token "$AGENT" create token "$GRANT_SA" -n agents --duration 10m)
+until as_token "$GRANT" get pods -n payments >/dev/null 2>&1; do sleep 0.05; done
+T_FIRST=$(now)
+run_as GRANT "$GRANT" get pods -n payments
+echo "${G}granted: request → first successful call in $(since "$T_FIRST" "$T_REQUEST")${N}"
+
+say "8. Out of scope is refused"
+printf 'list pods in billing?   '; as_token "$GRANT" auth can-i list pods -n billing || true
+printf 'delete pods in payments? '; as_token "$GRANT" auth can-i delete pods -n payments || true
+as_token "$GRANT" get secrets -n billing 2>&1 | sed "s/^/${R}/; s/\$/${N}/" || true
+
+say "9. Expiry at $EXPIRES: the operator revokes on the second"
+E=$(epoch_of "$EXPIRES")
+while as_token "$GRANT" get pods -n payments >/dev/null 2>&1; do sleep 0.05; done
+T_403=$(now)
+echo "${G}forbidden (403) at expiresAt $(since "$T_403" "$E")${N}"
+until [[ "$(as_token "$GRANT" get pods -n payments 2>&1 || true)" == *Unauthorized* ]]; do sleep 0.1; done
+T_401=$(now)
+echo "${G}token rejected (401) at expiresAt $(since "$T_401" "$E")${N} ${D}(the API server caches successful token checks ~10 s)${N}"
+run kubectl get accessrequest "$REQ" -n agents
+printf 'objects kube-jit still manages: '
+kubectl get serviceaccounts,roles,rolebindings -A -l app.kubernetes.io/managed-by=kube-jit -o name | wc -l
+
+say "10. The audit trail (target kube_jit::audit in the operator's JSON log)"
+python3 - "$STATE/logs/kube-jit.log" "agents/$REQ" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("target") == "kube_jit::audit" and e.get("request") == sys.argv[2]:
+        print(f'{e["timestamp"]}  {e["event"]:<9} grant={e["grant_id"] or "-":<12} {e["requester"]} {e["what"]} in {e["namespaces"]} "{e["purpose"]}"')
+EOF
+
+say "Done. The cluster keeps running:"
 echo '    eval "$(hack/local-cluster.sh env)"; kubectl get jit -A'
 echo '    hack/local-cluster.sh down    # stop it'

@@ -47,6 +47,12 @@ pub struct Details<'a> {
 /// Writes one audit line: who, for whom, what, where, when, why, and the grant id.
 pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) {
     let spec = &request.spec;
+    // The grant id is derived from the request, so even lines before the grant carry it.
+    let derived = crate::names::grant_id(
+        request.metadata.namespace.as_deref().unwrap_or(""),
+        request.metadata.name.as_deref().unwrap_or(""),
+        request.metadata.uid.as_deref().unwrap_or(""),
+    );
     let what = match (&spec.role, &spec.rules) {
         (Some(role), _) => format!("{:?}/{}", role.kind, role.name),
         (None, Some(rules)) => serde_json::to_string(rules).unwrap_or_default(),
@@ -56,7 +62,7 @@ pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) 
     tracing::info!(
         target: TARGET,
         event = event.as_str(),
-        grant_id = details.grant_id.unwrap_or(""),
+        grant_id = details.grant_id.unwrap_or(&derived),
         request = format!(
             "{}/{}",
             request.metadata.namespace.as_deref().unwrap_or(""),

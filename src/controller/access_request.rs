@@ -114,6 +114,7 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
             status.phase = Phase::Pending;
             if request.status.as_ref() != Some(&status) {
                 write_status(ctx, request, &status).await?;
+                ctx.event(request, false, reasons::AWAITING_APPROVAL, message_of(&status, types::APPROVED)).await;
             }
             return Ok(Action::await_change());
         }
@@ -148,6 +149,7 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
         ..GrantStatus::default()
     });
     let written = write_status(ctx, request, &status).await?;
+    ctx.event(request, false, reason, message.clone()).await;
     audit::record(
         AuditEvent::Approved,
         request,
@@ -383,6 +385,10 @@ fn count_approvals(
         .collect();
     approvals.sort_by_key(|a| (a.creation_timestamp().map(|t| t.0), a.name_any()));
     approval::count(approvals.iter().map(|a| &a.spec), &request.spec.requester.user, approvers, required)
+}
+
+fn message_of(status: &AccessRequestStatus, type_: &str) -> String {
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.message.clone()).unwrap_or_default()
 }
 
 fn plan_of(request: &AccessRequest, expires_at: Timestamp) -> Result<Plan> {

@@ -112,6 +112,39 @@ impl Cluster {
         self.dir.join("admin.kubeconfig")
     }
 
+    /// Bytes in the API server's audit log so far (a position to count from).
+    pub fn audit_position(&self) -> u64 {
+        std::fs::metadata(self.dir.join("logs/audit.log")).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Requests `user` made since `position`, from the API server's audit log,
+    /// as (`verb resource[/subresource]`, count), most frequent first.
+    /// Watches are counted once (when they start).
+    pub fn api_calls_since(&self, position: u64, user: &str) -> Vec<(String, usize)> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::File::open(self.dir.join("logs/audit.log")).expect("audit log");
+        file.seek(std::io::SeekFrom::Start(position)).unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines() {
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if e["user"]["username"] != user || !seen.insert(e["auditID"].as_str().unwrap_or("").to_string()) {
+                continue;
+            }
+            let r = &e["objectRef"];
+            let mut what = r["resource"].as_str().unwrap_or("-").to_string();
+            if let Some(sub) = r["subresource"].as_str() {
+                what = format!("{what}/{sub}");
+            }
+            *counts.entry(format!("{} {what}", e["verb"].as_str().unwrap_or("?"))).or_default() += 1;
+        }
+        let mut v: Vec<_> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
     /// A kubeconfig (YAML text) for this cluster that authenticates with `token`.
     pub fn token_kubeconfig(&self, token: &str) -> String {
         let admin = std::fs::read_to_string(self.kubeconfig()).expect("admin kubeconfig");

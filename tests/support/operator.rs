@@ -77,15 +77,6 @@ impl Operator {
             .collect()
     }
 
-    /// Audit lines for one request (`namespace/name`), as event names in order.
-    pub fn audit_events_of_request(&self, request: &str) -> Vec<String> {
-        self.log_lines()
-            .into_iter()
-            .filter(|l| l["target"] == "kube_jit::audit" && l["request"] == request)
-            .map(|l| l["event"].as_str().unwrap_or_default().to_string())
-            .collect()
-    }
-
     /// Waits until the operator has logged that start-up revocation finished.
     pub async fn wait_started(&self) {
         let ok = super::eventually(Duration::from_secs(30), || async {
