@@ -24,7 +24,7 @@ run kubectl version
 
 say "2. Install the kube-jit CRDs and build the operator"
 run kubectl apply --server-side -f crds/ >/dev/null
-kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
+kubectl wait --for=condition=Established --timeout=60s -f crds/kube-jit.crds.yaml >/dev/null
 echo "building kube-jit (the first build takes a few minutes)"
 cargo build --quiet --bin kube-jit
 kubectl get crd -o name | grep kubejit.io

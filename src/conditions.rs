@@ -31,6 +31,7 @@ pub mod reasons {
     pub const MANAGED_OBJECT_DELETED: &str = "ManagedObjectDeleted";
     pub const POLICY_WITHDRAWN: &str = "PolicyWithdrawn";
     pub const GRANT_FAILED: &str = "GrantFailed";
+    pub const ADMISSION_POLICIES_MISSING: &str = "AdmissionPoliciesMissing";
 }
 
 /// Sets a condition, keeping `lastTransitionTime` when the status is unchanged.

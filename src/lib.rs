@@ -6,6 +6,7 @@
 //! `controller` is where the cluster is touched.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod conditions;

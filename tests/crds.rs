@@ -65,7 +65,7 @@ async fn schema_rules_reject_bad_access_requests_at_admission() {
     let client = cluster.admin();
     let ns = TestNamespace::create(&client, cluster, "crd-cel").await;
     let ns = Some(ns.name.as_str());
-    let ok = json!({"requester": {"user": "alice"}, "role": {"kind": "ClusterRole", "name": "view"},
+    let ok = json!({"requester": {"user": "kube-jit-admin"}, "role": {"kind": "ClusterRole", "name": "view"},
                     "namespaces": ["default"], "duration": "15m", "purpose": "debug"});
 
     assert_eq!(create(&client, ns, "AccessRequest", request("good", ok.clone())).await, None);
@@ -73,47 +73,47 @@ async fn schema_rules_reject_bad_access_requests_at_admission() {
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
         (
             "both-role-and-rules",
-            json!({"requester": {"user": "a"}, "role": {"kind": "ClusterRole", "name": "view"},
+            json!({"requester": {"user": "kube-jit-admin"}, "role": {"kind": "ClusterRole", "name": "view"},
             "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}], "namespaces": ["x"]}),
             "set exactly one of spec.role or spec.rules",
         ),
         (
             "neither-role-nor-rules",
-            json!({"requester": {"user": "a"}, "namespaces": ["x"]}),
+            json!({"requester": {"user": "kube-jit-admin"}, "namespaces": ["x"]}),
             "set exactly one of spec.role or spec.rules",
         ),
         (
             "zero-duration",
-            json!({"requester": {"user": "a"}, "role": {"kind": "ClusterRole", "name": "view"},
+            json!({"requester": {"user": "kube-jit-admin"}, "role": {"kind": "ClusterRole", "name": "view"},
             "namespaces": ["x"], "duration": "0s"}),
             "duration must be more than zero",
         ),
         (
             "negative-duration",
-            json!({"requester": {"user": "a"}, "role": {"kind": "ClusterRole", "name": "view"},
+            json!({"requester": {"user": "kube-jit-admin"}, "role": {"kind": "ClusterRole", "name": "view"},
             "namespaces": ["x"], "duration": "-5m"}),
             "duration must look like",
         ),
         (
             "no-namespaces",
-            json!({"requester": {"user": "a"}, "role": {"kind": "ClusterRole", "name": "view"}}),
+            json!({"requester": {"user": "kube-jit-admin"}, "role": {"kind": "ClusterRole", "name": "view"}}),
             "must name at least one namespace",
         ),
         (
             "cluster-wide-role",
-            json!({"requester": {"user": "a"}, "role": {"kind": "Role", "name": "r"},
+            json!({"requester": {"user": "kube-jit-admin"}, "role": {"kind": "Role", "name": "r"},
             "clusterWide": true}),
             "spec.clusterWide needs a ClusterRole",
         ),
         (
             "bidi-purpose",
-            json!({"requester": {"user": "a"}, "role": {"kind": "ClusterRole", "name": "view"},
+            json!({"requester": {"user": "kube-jit-admin"}, "role": {"kind": "ClusterRole", "name": "view"},
             "namespaces": ["x"], "purpose": "fix \u{202E}evil"}),
             "purpose must be plain text",
         ),
         (
             "bad-namespace-name",
-            json!({"requester": {"user": "a"}, "role": {"kind": "ClusterRole", "name": "view"},
+            json!({"requester": {"user": "kube-jit-admin"}, "role": {"kind": "ClusterRole", "name": "view"},
             "namespaces": ["Not_A_Namespace"]}),
             "spec.namespaces[0]",
         ),
@@ -130,7 +130,7 @@ async fn access_request_spec_is_immutable_except_revoke() {
     let cluster = Cluster::shared();
     let client = cluster.admin();
     let ns = TestNamespace::create(&client, cluster, "crd-immutable").await;
-    let spec = json!({"requester": {"user": "alice"}, "role": {"kind": "ClusterRole", "name": "view"},
+    let spec = json!({"requester": {"user": "kube-jit-admin"}, "role": {"kind": "ClusterRole", "name": "view"},
                       "namespaces": ["default"], "duration": "15m"});
     assert_eq!(create(&client, Some(&ns.name), "AccessRequest", request("r", spec)).await, None);
 

@@ -37,7 +37,19 @@ async fn world_with(policy: serde_json::Value, sweep_interval: &str) -> World {
     scenario::install_requester_role(&admin).await;
     let agent = Agent::create(&cluster, &admin, "agents", "planner").await;
     scenario::apply_policy(&admin, "agents-read", policy).await;
-    let operator = Operator::start(&cluster, "cluster-admin", &["--sweep-interval", sweep_interval]).await;
+    let operator = Operator::start(&cluster, &["--sweep-interval", sweep_interval]).await;
+    // Token Secrets only where the admin allows them.
+    cluster.kubectl(&[
+        "create",
+        "rolebinding",
+        "kube-jit-token-secrets",
+        "-n",
+        "agents",
+        "--clusterrole",
+        "kube-jit-token-secrets",
+        "--serviceaccount",
+        "kube-jit-system:kube-jit",
+    ]);
     operator.wait_started().await;
     World { operator, agent, admin, cluster }
 }
@@ -113,16 +125,15 @@ async fn auto_approved_grant_works_in_scope_only_and_ends_at_expiry() {
     assert_nothing_managed(&w.admin).await;
 }
 
-async fn approve(admin: &Client, request: &str, approver: &str, decision: &str) {
+/// Creates an AccessApproval as `approver` (impersonated: admission checks the creator).
+async fn approve(cluster: &Cluster, request: &str, approver: &str, decision: &str) {
+    let client = cluster.impersonate(approver, &[]);
     let name = support::unique_name("approval");
     let a: AccessApproval = serde_json::from_value(json!({
         "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessApproval", "metadata": {"name": name},
         "spec": {"request": request, "decision": decision, "approver": approver, "reason": "checked"}}))
     .unwrap();
-    Api::<AccessApproval>::namespaced(admin.clone(), "agents")
-        .create(&PostParams::default(), &a)
-        .await
-        .expect("approval");
+    Api::<AccessApproval>::namespaced(client, "agents").create(&PostParams::default(), &a).await.expect("approval");
 }
 
 #[tokio::test]
@@ -130,29 +141,30 @@ async fn approval_threshold_self_approval_and_denial() {
     let mut policy = auto_policy();
     policy["approval"] = json!({"mode": "Manual", "required": 2, "approvers": {"users": ["alice", "bob", "carol"]}});
     let w = world(policy).await;
+    scenario::grant_approver_role(&w.admin, "agents", &["alice", "bob", "carol", "mallory", &w.agent.user]).await;
 
     w.agent.request("needs-two", view_request("5m")).await;
     let pending = scenario::wait_phase(&w.admin, "agents", "needs-two", Phase::Pending, Duration::from_secs(10)).await;
     assert!(pending.status.as_ref().unwrap().grant.is_none());
     // The requester's own approval does not count; nor does a stranger's.
-    approve(&w.admin, "needs-two", &w.agent.user, "Approve").await;
-    approve(&w.admin, "needs-two", "mallory", "Approve").await;
-    approve(&w.admin, "needs-two", "alice", "Approve").await;
+    approve(&w.cluster, "needs-two", &w.agent.user, "Approve").await;
+    approve(&w.cluster, "needs-two", "mallory", "Approve").await;
+    approve(&w.cluster, "needs-two", "alice", "Approve").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let still = scenario::wait_phase(&w.admin, "agents", "needs-two", Phase::Pending, Duration::from_secs(1)).await;
     let tally = still.status.as_ref().unwrap().approvals.clone().unwrap();
     assert_eq!(tally.approved_by, ["alice"]);
     assert!(scenario::managed_objects(&w.admin).await.is_empty(), "nothing is granted before the threshold");
 
-    approve(&w.admin, "needs-two", "bob", "Approve").await;
+    approve(&w.cluster, "needs-two", "bob", "Approve").await;
     let granted = scenario::wait_phase(&w.admin, "agents", "needs-two", Phase::Granted, Duration::from_secs(10)).await;
     assert_eq!(granted.status.unwrap().approvals.unwrap().approved_by, ["alice", "bob"]);
 
     // A denial ends a request.
     w.agent.request("denied", view_request("5m")).await;
     scenario::wait_phase(&w.admin, "agents", "denied", Phase::Pending, Duration::from_secs(10)).await;
-    approve(&w.admin, "denied", "alice", "Approve").await;
-    approve(&w.admin, "denied", "carol", "Deny").await;
+    approve(&w.cluster, "denied", "alice", "Approve").await;
+    approve(&w.cluster, "denied", "carol", "Deny").await;
     let denied = scenario::wait_phase(&w.admin, "agents", "denied", Phase::Denied, Duration::from_secs(10)).await;
     assert_eq!(denied.status.unwrap().approvals.unwrap().denied_by.as_deref(), Some("carol"));
 

@@ -75,6 +75,27 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
         return end(request, ctx, Phase::Revoked, reasons::REVOKE_REQUESTED, "revoked before it was granted".into())
             .await;
     }
+    if let Err(why) = ctx.admission_ready() {
+        // Fail closed: without these, the requester field could be spoofed.
+        let now = Timestamp::now();
+        let generation = request.meta().generation;
+        conditions::set(
+            &mut status.conditions,
+            types::APPROVED,
+            false,
+            reasons::ADMISSION_POLICIES_MISSING,
+            why.clone(),
+            generation,
+            now,
+        );
+        status.phase = Phase::Pending;
+        if request.status.as_ref() != Some(&status) {
+            tracing::warn!(request = %request.name_any(), why, "not granting: admission policies missing");
+            write_status(ctx, request, &status).await?;
+            ctx.event(request, true, reasons::ADMISSION_POLICIES_MISSING, why).await;
+        }
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
     let agent = ctx.agent_of(request);
     let facts = ctx.facts_for(request, agent.as_deref());
     let policies = ctx.policies.state();
@@ -172,13 +193,24 @@ async fn make_grant(
     plan: Plan,
     expires_at: Timestamp,
 ) -> Result<Action> {
-    if let Err(e) = objects::make(&ctx.client, &plan).await {
-        // Fail closed: take down whatever was made, and say why.
-        tracing::warn!(error = %e, request = %request.name_any(), "making the grant failed; revoking");
-        return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, format!("could not make the grant: {e}")).await;
-    }
-    let remaining = expires_at.duration_since(Timestamp::now()).as_secs();
-    if objects::fill_token_secret(&ctx.client, &plan, remaining).await? {
+    let made = async {
+        let secret = objects::make(&ctx.client, &plan).await?;
+        let remaining = expires_at.duration_since(Timestamp::now()).as_secs();
+        match secret {
+            Some(secret) => objects::fill_token_secret(&ctx.client, &plan, &secret, remaining).await,
+            None => Ok(false),
+        }
+    };
+    let token_issued = match made.await {
+        Ok(issued) => issued,
+        Err(e) => {
+            // Fail closed: take down whatever was made, and say why.
+            tracing::warn!(error = %e, request = %request.name_any(), "making the grant failed; revoking");
+            let why = format!("could not make the grant: {e}");
+            return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
+        }
+    };
+    if token_issued {
         audit::record(
             AuditEvent::TokenIssued,
             request,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -22,6 +23,8 @@ pub struct Context {
     pub agents: Store<AgentIdentity>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub requests: Store<AccessRequest>,
+    pub admission_policies: Store<ValidatingAdmissionPolicy>,
+    pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
     pub recorder: Recorder,
 }
 
@@ -36,6 +39,8 @@ impl Context {
             agents: stores.agents,
             namespaces: stores.namespaces,
             requests: stores.requests,
+            admission_policies: stores.admission_policies,
+            admission_bindings: stores.admission_bindings,
         }
     }
 
@@ -73,6 +78,14 @@ impl Context {
         ClusterFacts { agent, namespace_labels, live_grants, namespaces_known: true }
     }
 
+    /// Whether the admission policies that make requesters and approvers
+    /// unspoofable are installed, bound and enforcing.
+    pub fn admission_ready(&self) -> Result<(), String> {
+        let policies = self.admission_policies.state();
+        let bindings = self.admission_bindings.state();
+        crate::admission::check(policies.iter().map(|p| p.as_ref()), bindings.iter().map(|b| b.as_ref()))
+    }
+
     /// The AgentIdentity a request is for, from the cache.
     pub fn agent_of(&self, request: &AccessRequest) -> Option<std::sync::Arc<AgentIdentity>> {
         let name = request.spec.for_agent.as_ref()?;
@@ -96,4 +109,6 @@ pub struct Stores {
     pub agents: Store<AgentIdentity>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub requests: Store<AccessRequest>,
+    pub admission_policies: Store<ValidatingAdmissionPolicy>,
+    pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, channel::mpsc};
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::core::PartialObjectMeta;
@@ -76,6 +77,10 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     let policies = cache(Api::<AccessPolicy>::all(client.clone()), Some(policy_tx));
     let (agent_tx, agent_rx) = mpsc::unbounded();
     let agents = cache(Api::<AgentIdentity>::all(client.clone()), Some(agent_tx));
+    let (vap_tx, vap_rx) = mpsc::unbounded();
+    let admission_policies = cache(Api::<ValidatingAdmissionPolicy>::all(client.clone()), Some(vap_tx));
+    let (vapb_tx, vapb_rx) = mpsc::unbounded();
+    let admission_bindings = cache(Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()), Some(vapb_tx));
     let (approval_tx, approval_rx) = mpsc::unbounded();
     let approvals = cache(Api::<AccessApproval>::all(client.clone()), Some(approval_tx));
     let (ns_store, ns_writer) = reflector::store();
@@ -95,6 +100,8 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         agents: agents.clone(),
         namespaces: ns_store.clone(),
         requests: controller.store(),
+        admission_policies: admission_policies.clone(),
+        admission_bindings: admission_bindings.clone(),
     };
     let ctx = Arc::new(Context::new(client.clone(), stores));
 
@@ -103,6 +110,11 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     agents.wait_until_ready().await.map_err(|_| Error::MissingField("agent cache"))?;
     approvals.wait_until_ready().await.map_err(|_| Error::MissingField("approval cache"))?;
     ns_store.wait_until_ready().await.map_err(|_| Error::MissingField("namespace cache"))?;
+    admission_policies.wait_until_ready().await.map_err(|_| Error::MissingField("admission policy cache"))?;
+    admission_bindings.wait_until_ready().await.map_err(|_| Error::MissingField("admission binding cache"))?;
+    if let Err(why) = ctx.admission_ready() {
+        tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
+    }
 
     // Before anything else: revoke what expired while no operator ran.
     let overdue = sweep::revoke_overdue(&ctx, Duration::ZERO).await?;
@@ -134,7 +146,12 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     let approval_triggers = approval_rx.filter_map(|a: AccessApproval| async move {
         Some(ObjectRef::<AccessRequest>::new(&a.spec.request).within(&a.namespace()?))
     });
-    let everything = futures::stream::select(policy_rx.map(|_| ()), agent_rx.map(|_| ()));
+    let everything = futures::stream::select_all([
+        policy_rx.map(|_| ()).boxed(),
+        agent_rx.map(|_| ()).boxed(),
+        vap_rx.map(|_| ()).boxed(),
+        vapb_rx.map(|_| ()).boxed(),
+    ]);
     controller
         .watches(Api::<RoleBinding>::all(client.clone()), managed.clone(), owner_request)
         .watches(Api::<ClusterRoleBinding>::all(client.clone()), managed.clone(), owner_request)

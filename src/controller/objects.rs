@@ -23,44 +23,49 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-async fn apply_namespaced<K>(client: &Client, obj: &K) -> Result<()>
+async fn apply_namespaced<K>(client: &Client, obj: &K, params: &PatchParams) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
 {
     let meta = obj.meta();
     let api: Api<K> = Api::namespaced(client.clone(), meta.namespace.as_deref().unwrap_or_default());
-    api.patch(meta.name.as_deref().unwrap_or_default(), &apply_params(), &Patch::Apply(obj)).await?;
-    Ok(())
+    Ok(api.patch(meta.name.as_deref().unwrap_or_default(), params, &Patch::Apply(obj)).await?)
 }
 
-async fn apply_cluster<K>(client: &Client, obj: &K) -> Result<()>
+async fn apply_cluster<K>(client: &Client, obj: &K) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = ClusterResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
 {
     let api: Api<K> = Api::all(client.clone());
-    api.patch(obj.meta().name.as_deref().unwrap_or_default(), &apply_params(), &Patch::Apply(obj)).await?;
-    Ok(())
+    Ok(api.patch(obj.meta().name.as_deref().unwrap_or_default(), &apply_params(), &Patch::Apply(obj)).await?)
 }
 
-async fn apply(client: &Client, object: &Managed) -> Result<()> {
+/// Applies one object; returns the token Secret as the API server holds it
+/// (the only object whose state the caller needs back).
+async fn apply(client: &Client, object: &Managed) -> Result<Option<Secret>> {
+    let p = &apply_params();
     match object {
-        Managed::ServiceAccount(o) => apply_namespaced(client, o).await,
-        Managed::Secret(o) => apply_namespaced(client, o).await,
-        Managed::Role(o) => apply_namespaced(client, o).await,
-        Managed::RoleBinding(o) => apply_namespaced(client, o).await,
-        Managed::ClusterRole(o) => apply_cluster(client, o).await,
-        Managed::ClusterRoleBinding(o) => apply_cluster(client, o).await,
+        Managed::ServiceAccount(o) => apply_namespaced(client, o, p).await.map(|_| None),
+        Managed::Secret(o) => apply_namespaced(client, o, p).await.map(Some),
+        Managed::Role(o) => apply_namespaced(client, o, p).await.map(|_| None),
+        Managed::RoleBinding(o) => apply_namespaced(client, o, p).await.map(|_| None),
+        Managed::ClusterRole(o) => apply_cluster(client, o).await.map(|_| None),
+        Managed::ClusterRoleBinding(o) => apply_cluster(client, o).await.map(|_| None),
     }
 }
 
 /// Makes every object of the plan: roles, then identity, then bindings, each
-/// stage in parallel, so a binding never names something missing.
-pub async fn make(client: &Client, plan: &Plan) -> Result<()> {
+/// stage in parallel, so a binding never names something missing. Returns the
+/// token Secret, if the grant has one.
+pub async fn make(client: &Client, plan: &Plan) -> Result<Option<Secret>> {
     let order = plan.creation_order();
+    let mut secret = None;
     for stage in order.chunk_by(|a, b| a.stage() == b.stage()) {
-        try_join_all(stage.iter().map(|o| apply(client, o))).await?;
+        for applied in try_join_all(stage.iter().map(|o| apply(client, o))).await? {
+            secret = secret.or(applied);
+        }
     }
-    Ok(())
+    Ok(secret)
 }
 
 /// Deletes every object of the plan, in revocation order (bindings, identity,
@@ -105,7 +110,8 @@ pub async fn delete_by_ref(client: &Client, kind: &str, namespace: &str, name: &
     }
 }
 
-/// Whether an object of the plan exists, asking the API server.
+/// Whether an object of the plan exists, asking the API server. Secrets are
+/// not checked: the operator holds no read access to Secrets.
 pub async fn exists(client: &Client, object: &Managed) -> Result<bool> {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     let r = object.object_ref();
@@ -114,7 +120,7 @@ pub async fn exists(client: &Client, object: &Managed) -> Result<bool> {
         Managed::ServiceAccount(_) => {
             Api::<ServiceAccount>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some()
         }
-        Managed::Secret(_) => Api::<Secret>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some(),
+        Managed::Secret(_) => true,
         Managed::Role(_) => Api::<Role>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some(),
         Managed::RoleBinding(_) => {
             Api::<RoleBinding>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some()
@@ -129,16 +135,16 @@ pub async fn exists(client: &Client, object: &Managed) -> Result<bool> {
 
 /// For clients that cannot call TokenRequest: mints a token for the grant's
 /// ServiceAccount bound to the grant's Secret (deleting the Secret kills the
-/// token) and stores it there. Returns false when the Secret already holds one.
-pub async fn fill_token_secret(client: &Client, plan: &Plan, remaining_secs: i64) -> Result<bool> {
+/// token) and stores it there, under its own field manager so re-applying the
+/// Secret's metadata never drops it. `applied` is the Secret as `make` left it;
+/// returns false when it already holds a token.
+pub async fn fill_token_secret(client: &Client, plan: &Plan, applied: &Secret, remaining_secs: i64) -> Result<bool> {
     let (Some(sa), Some(secret)) = (plan.service_account(), plan.token_secret()) else { return Ok(false) };
-    let ns = secret.metadata.namespace.clone().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let current = secrets.get(&name).await?;
-    if current.data.as_ref().is_some_and(|d| d.contains_key("token")) {
+    if applied.data.as_ref().is_some_and(|d| d.contains_key("token")) {
         return Ok(false);
     }
+    let ns = secret.metadata.namespace.clone().unwrap_or_default();
+    let name = secret.metadata.name.clone().unwrap_or_default();
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             // The API server's floor is 10 minutes; revocation does not rely on
@@ -148,7 +154,7 @@ pub async fn fill_token_secret(client: &Client, plan: &Plan, remaining_secs: i64
                 api_version: Some("v1".into()),
                 kind: Some("Secret".into()),
                 name: Some(name.clone()),
-                uid: current.metadata.uid.clone(),
+                uid: applied.metadata.uid.clone(),
             }),
             audiences: None,
         }),
@@ -159,11 +165,20 @@ pub async fn fill_token_secret(client: &Client, plan: &Plan, remaining_secs: i64
         .create_token_request(sa.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &request)
         .await?;
     let token = minted.status.and_then(|s| s.token).ok_or(Error::NoToken)?;
-    let mut filled = secret.clone();
-    filled.data = Some(
-        [("token".to_string(), ByteString(token.into_bytes())), ("namespace".to_string(), ByteString(ns.into_bytes()))]
+    let filled = Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name), namespace: Some(ns.clone()), ..Default::default() },
+        data: Some(
+            [
+                ("token".to_string(), ByteString(token.into_bytes())),
+                ("namespace".to_string(), ByteString(ns.into_bytes())),
+            ]
             .into(),
-    );
-    apply_namespaced(client, &filled).await?;
+        ),
+        ..Secret::default()
+    };
+    apply_namespaced(client, &filled, &PatchParams::apply(TOKEN_FIELD_MANAGER).force()).await?;
     Ok(true)
 }
+
+/// The field manager that owns a token Secret's data.
+const TOKEN_FIELD_MANAGER: &str = "kube-jit-token";

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
@@ -73,7 +73,8 @@ pub async fn sweep(client: &Client) -> Result<usize> {
     found.extend(list_kind::<RoleBinding>(client, &lp).await?);
     found.extend(list_kind::<ClusterRoleBinding>(client, &lp).await?);
     found.extend(list_kind::<ServiceAccount>(client, &lp).await?);
-    found.extend(list_kind::<Secret>(client, &lp).await?);
+    // Secrets are not listed: the operator holds no read access to them; the
+    // garbage collector removes token Secrets with their (owning) request.
     found.extend(list_kind::<Role>(client, &lp).await?);
     found.extend(list_kind::<ClusterRole>(client, &lp).await?);
 
@@ -95,9 +96,16 @@ pub async fn sweep(client: &Client) -> Result<usize> {
         if let Some(why) = verdict(&meta, &live, now) {
             let ns = meta.namespace.clone().unwrap_or_default();
             let name = meta.name.clone().unwrap_or_default();
-            if objects::delete_by_ref(client, &kind, &ns, &name).await? {
-                tracing::warn!(kind, namespace = ns, name, why, "sweep deleted a managed object");
-                deleted += 1;
+            // One failure must not stop the sweep of everything else.
+            match objects::delete_by_ref(client, &kind, &ns, &name).await {
+                Ok(true) => {
+                    tracing::warn!(kind, namespace = ns, name, why, "sweep deleted a managed object");
+                    deleted += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(kind, namespace = ns, name, error = %e, "sweep could not delete a managed object")
+                }
             }
         }
     }

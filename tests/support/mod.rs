@@ -71,8 +71,7 @@ impl Cluster {
                 Some(dir) => Cluster::start(PathBuf::from(dir), false, None),
                 None => Cluster::dedicated_inner(false),
             };
-            cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
-            cluster.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "-f", "crds/"]);
+            cluster.install_crds_and_admission();
             cluster
         })
     }
@@ -90,8 +89,7 @@ impl Cluster {
         let mut cluster = Cluster::start(dir, owned, Some(tmp));
         cluster._permit = permit;
         if owned {
-            cluster.kubectl(&["apply", "--server-side", "-f", "crds/"]);
-            cluster.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "-f", "crds/"]);
+            cluster.install_crds_and_admission();
         }
         cluster
     }
@@ -106,6 +104,26 @@ impl Cluster {
             .expect("run hack/local-cluster.sh up");
         assert!(status.success(), "hack/local-cluster.sh up failed");
         Cluster { dir, owned, _tmp: tmp, _permit: None }
+    }
+
+    /// Applies `crds/` (CRDs and admission policies) and waits until the CRDs
+    /// are Established and the anti-spoofing policy is enforced.
+    pub fn install_crds_and_admission(&self) {
+        self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
+        self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "-f", "crds/kube-jit.crds.yaml"]);
+        // Admission policies take effect shortly after creation: probe with a
+        // dry-run spoofed request until it is refused.
+        let spoof = r#"{"apiVersion":"kubejit.io/v1alpha1","kind":"AccessRequest","metadata":{"name":"probe","namespace":"default"},"spec":{"requester":{"user":"probe-spoof"},"role":{"kind":"ClusterRole","name":"view"},"namespaces":["default"]}}"#;
+        let probe = self.dir.join("admission-probe.json");
+        std::fs::write(&probe, spoof).unwrap();
+        for _ in 0..200 {
+            let out = self.kubectl_output(&["create", "--dry-run=server", "-f", probe.to_str().unwrap()]);
+            if String::from_utf8_lossy(&out.stderr).contains("kube-jit-requester-is-creator") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("admission policy kube-jit-requester-is-creator not enforced after 20 s");
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -182,6 +200,16 @@ impl Cluster {
     /// An admin client (system:masters).
     pub fn admin(&self) -> Client {
         Client::try_from(self.config()).expect("admin client")
+    }
+
+    /// An admin client impersonating `user` (and `groups`): the API server sees them.
+    pub fn impersonate(&self, user: &str, groups: &[&str]) -> Client {
+        let mut config = self.config();
+        config.auth_info.impersonate = Some(user.to_string());
+        if !groups.is_empty() {
+            config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        }
+        Client::try_from(config).expect("impersonating client")
     }
 
     /// A client that authenticates with nothing but a bearer token.

@@ -6,8 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use super::Cluster;
@@ -24,10 +23,9 @@ pub struct Operator {
 pub const OPERATOR_USER: &str = "system:serviceaccount:kube-jit-system:kube-jit";
 
 impl Operator {
-    /// Gives the operator an identity (a ServiceAccount bound to `clusterrole`)
-    /// and starts it.
-    pub async fn start(cluster: &Cluster, clusterrole: &str, args: &[&str]) -> Operator {
-        let kubeconfig = operator_kubeconfig(cluster, clusterrole).await;
+    /// Gives the operator its shipped identity and least-privilege RBAC, and starts it.
+    pub async fn start(cluster: &Cluster, args: &[&str]) -> Operator {
+        let kubeconfig = operator_kubeconfig(cluster).await;
         let log = cluster.dir.join(format!("operator-{}.log", super::unique_name("run")));
         let mut op = Operator { child: None, log, kubeconfig, args: args.iter().map(|s| s.to_string()).collect() };
         op.restart();
@@ -93,23 +91,11 @@ impl Drop for Operator {
     }
 }
 
-/// A kubeconfig that authenticates as the operator's ServiceAccount, bound to `clusterrole`.
-async fn operator_kubeconfig(cluster: &Cluster, clusterrole: &str) -> PathBuf {
-    let admin = cluster.admin();
-    let _ = cluster.kubectl_output(&["create", "namespace", "kube-jit-system"]);
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "kube-jit-system");
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "kube-jit"}})).unwrap();
-    sas.patch("kube-jit", &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&sa)).await.expect("operator SA");
-    let crb: ClusterRoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": format!("kube-jit-operator-{clusterrole}")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": clusterrole},
-        "subjects": [{"kind": "ServiceAccount", "name": "kube-jit", "namespace": "kube-jit-system"}]}))
-    .unwrap();
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .patch(crb.metadata.name.as_deref().unwrap(), &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&crb))
-        .await
-        .expect("operator binding");
+/// A kubeconfig that authenticates as the operator's ServiceAccount with
+/// exactly the RBAC the project ships (`deploy/operator-rbac.yaml`).
+async fn operator_kubeconfig(cluster: &Cluster) -> PathBuf {
+    cluster.kubectl(&["apply", "--server-side", "-f", "deploy/operator-rbac.yaml"]);
+    let sas: Api<ServiceAccount> = Api::namespaced(cluster.admin(), "kube-jit-system");
     let request: k8s_openapi::api::authentication::v1::TokenRequest =
         serde_json::from_value(json!({"spec": {"expirationSeconds": 7200}})).unwrap();
     let token = sas
@@ -119,7 +105,7 @@ async fn operator_kubeconfig(cluster: &Cluster, clusterrole: &str) -> PathBuf {
         .status
         .and_then(|s| s.token)
         .expect("token");
-    let path = cluster.dir.join(format!("operator-{clusterrole}.kubeconfig"));
+    let path = cluster.dir.join("operator.kubeconfig");
     std::fs::write(&path, cluster.token_kubeconfig(&token)).expect("write operator kubeconfig");
     path
 }

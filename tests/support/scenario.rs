@@ -26,6 +26,34 @@ pub async fn install_requester_role(admin: &Client) {
         .expect("requester role");
 }
 
+/// Lets `users` create AccessApprovals in `namespace` (the role in examples/rbac/approver.yaml).
+pub async fn grant_approver_role(admin: &Client, namespace: &str, users: &[&str]) {
+    let role: ClusterRole = serde_yaml::from_str(
+        &std::fs::read_to_string(super::repo_root().join("examples/rbac/approver.yaml")).expect("approver.yaml"),
+    )
+    .expect("approver role");
+    Api::<ClusterRole>::all(admin.clone())
+        .patch("kube-jit-approver", &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&role))
+        .await
+        .expect("approver role");
+    let subjects: Vec<_> = users
+        .iter()
+        .map(|u| match kube_jit::names::parse_service_account_username(u) {
+            Some((ns, name)) => json!({"kind": "ServiceAccount", "name": name, "namespace": ns}),
+            None => json!({"kind": "User", "name": u, "apiGroup": "rbac.authorization.k8s.io"}),
+        })
+        .collect();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "approvers"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kube-jit-approver"},
+        "subjects": subjects}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), namespace)
+        .patch("approvers", &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&binding))
+        .await
+        .expect("approver binding");
+}
+
 pub async fn create_namespace(admin: &Client, name: &str, labels: serde_json::Value) {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
     Api::<Namespace>::all(admin.clone())
