@@ -134,6 +134,28 @@ mod tests {
         assert_eq!(parse("0m"), Err(DurationError::Zero));
     }
 
+    proptest::proptest! {
+        /// The parser and the schema's regex (what admission enforces) agree on
+        /// every input: nothing the API server accepts is refused here, and the
+        /// other way round. Zero is the one form both parse but policy refuses.
+        #[test]
+        fn parser_agrees_with_the_schema_pattern(text in "\\PC{0,24}|[0-9hms]{0,16}|[0-9]{1,9}[hms]") {
+            let pattern = regex::Regex::new(PATTERN).unwrap();
+            let schema_ok = !text.is_empty() && pattern.is_match(&text);
+            match parse(&text) {
+                Ok(d) => proptest::prop_assert!(schema_ok && d.as_secs() > 0, "{text:?}"),
+                Err(DurationError::Zero) => proptest::prop_assert!(schema_ok, "{text:?}"),
+                Err(_) => proptest::prop_assert!(!schema_ok, "{text:?}"),
+            }
+        }
+
+        #[test]
+        fn format_then_parse_is_identity(secs in 1u64..9999 * 3600) {
+            let d = Duration::from_secs(secs);
+            proptest::prop_assert_eq!(parse(&format(d)), Ok(d));
+        }
+    }
+
     #[test]
     fn format_round_trips() {
         for secs in [1, 59, 60, 61, 3599, 3600, 5400, 86_400, 9999 * 3600] {

@@ -288,3 +288,32 @@ async fn fails_closed_on_no_policy_and_on_hand_deleted_objects() {
     assert_eq!(condition.reason, "ManagedObjectDeleted");
     assert_nothing_managed(&w.admin).await;
 }
+
+#[tokio::test]
+async fn grants_nothing_while_the_admission_policies_are_missing() {
+    let w = world(auto_policy()).await;
+    w.cluster.kubectl(&["delete", "validatingadmissionpolicybinding", "kube-jit-requester-is-creator"]);
+    // Let the operator's cache see the deletion before asking.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    w.agent.request("unguarded", view_request("5m")).await;
+    let ok = support::eventually(Duration::from_secs(10), || async {
+        let r = Api::<AccessRequest>::namespaced(w.admin.clone(), "agents").get("unguarded").await.unwrap();
+        r.status.is_some_and(|s| s.conditions.iter().any(|c| c.reason == "AdmissionPoliciesMissing"))
+    })
+    .await;
+    assert!(ok, "the request was not held for missing admission policies");
+    let r = Api::<AccessRequest>::namespaced(w.admin.clone(), "agents").get("unguarded").await.unwrap();
+    let status = r.status.unwrap();
+    assert_eq!(status.phase, Phase::Pending);
+    assert!(status.grant.is_none());
+    let message = &status.conditions.iter().find(|c| c.type_ == "Approved").unwrap().message;
+    assert!(message.contains("no ValidatingAdmissionPolicyBinding binds kube-jit-requester-is-creator"), "{message}");
+    assert!(scenario::managed_objects(&w.admin).await.is_empty());
+    let events = w.cluster.kubectl(&["get", "events", "-n", "agents", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("AdmissionPoliciesMissing"), "{events}");
+    assert!(w.operator.log_lines().iter().any(|l| l["message"] == "not granting: admission policies missing"));
+
+    // Restored: the held request proceeds.
+    w.cluster.install_crds_and_admission();
+    scenario::wait_phase(&w.admin, "agents", "unguarded", Phase::Granted, Duration::from_secs(10)).await;
+}
