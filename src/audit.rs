@@ -58,6 +58,18 @@ pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) 
         (None, Some(rules)) => serde_json::to_string(rules).unwrap_or_default(),
         (None, None) => String::new(),
     };
+    // The delegation chain, root first: `delegator>delegatee[grant id]`.
+    let chain = request
+        .status
+        .as_ref()
+        .map(|s| {
+            s.delegation_chain
+                .iter()
+                .map(|h| format!("{}>{}[{}]", h.delegator, h.delegatee, h.grant_id))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .unwrap_or_default();
     let where_ = if spec.cluster_wide { "*".to_string() } else { spec.namespaces.join(",") };
     tracing::info!(
         target: TARGET,
@@ -78,6 +90,7 @@ pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) 
         identity = details.identity.as_deref().unwrap_or(""),
         reason = details.reason.unwrap_or(""),
         message = details.message.unwrap_or(""),
+        chain = chain.as_str(),
         "audit"
     );
 }

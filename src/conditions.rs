@@ -32,6 +32,11 @@ pub mod reasons {
     pub const POLICY_WITHDRAWN: &str = "PolicyWithdrawn";
     pub const GRANT_FAILED: &str = "GrantFailed";
     pub const ADMISSION_POLICIES_MISSING: &str = "AdmissionPoliciesMissing";
+    pub const RATE_LIMITED: &str = "RateLimited";
+    pub const AGENT_SUSPENDED: &str = "AgentSuspended";
+    pub const PARENT_REVOKED: &str = "ParentRevoked";
+    pub const DELEGATION_DENIED: &str = "DelegationDenied";
+    pub const DELEGATED: &str = "Delegated";
 }
 
 /// Sets a condition, keeping `lastTransitionTime` when the status is unchanged.

@@ -47,6 +47,9 @@ struct RunArgs {
     /// How often to look for managed objects that outlived their grant, in seconds.
     #[arg(long, env = "KUBE_JIT_SWEEP_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     sweep_interval: u64,
+    /// Trust domain of default SPIFFE IDs: spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>.
+    #[arg(long, env = "KUBE_JIT_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             kube_jit::telemetry::init(&args.log_level, matches!(args.log_format, LogFormat::Json));
             let client = kube::Client::try_default().await.context("connecting to the cluster")?;
-            let settings = kube_jit::controller::Settings { sweep_interval: Duration::from_secs(args.sweep_interval) };
+            let settings = kube_jit::controller::Settings {
+                sweep_interval: Duration::from_secs(args.sweep_interval),
+                trust_domain: args.trust_domain,
+            };
             kube_jit::controller::run(client, settings).await?;
         }
     }

@@ -19,6 +19,8 @@ pub const EXPIRES_AT_ANNOTATION: &str = "kubejit.io/expires-at";
 pub const REQUESTER_ANNOTATION: &str = "kubejit.io/requester";
 pub const AGENT_ANNOTATION: &str = "kubejit.io/agent";
 pub const PURPOSE_ANNOTATION: &str = "kubejit.io/purpose";
+/// Annotation on a grant identity: its delegation chain (JSON, oldest first).
+pub const CHAIN_ANNOTATION: &str = "kubejit.io/delegation-chain";
 /// Finalizer that holds an AccessRequest until its grant is revoked.
 pub const FINALIZER: &str = "kubejit.io/revoke";
 

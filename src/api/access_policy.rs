@@ -214,6 +214,17 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_live_grants_per_subject: Option<i32>,
+    /// Most requests one AgentIdentity may make under this policy within `window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_requests_per_window: Option<i32>,
+    /// The window for `maxRequestsPerWindow` (`1h`, `10m`); default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 20))]
+    pub window: Option<String>,
+    /// Suspend an AgentIdentity that goes over the cap (its grants are revoked).
+    #[serde(default)]
+    pub suspend_on_exceed: bool,
 }
 
 /// Delegation of grants made under a policy.
@@ -223,7 +234,7 @@ pub struct DelegationRule {
     /// Grant holders may create AccessRequests delegating part of their grant.
     #[serde(default)]
     pub allowed: bool,
-    /// Most hops from the root of a chain.
+    /// Most hops below the root of a chain (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10))]
     pub max_depth: Option<i32>,

@@ -241,6 +241,26 @@ pub struct AccessRequestStatus {
     /// The grant, once made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantStatus>,
+    /// Every grant from the root of the delegation chain to this one, oldest
+    /// first; a request nobody delegated has a chain of one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegation_chain: Vec<DelegationHop>,
+}
+
+/// One hop of a delegation chain.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationHop {
+    /// Who asked: a person, an agent's ServiceAccount, or a parent grant's identity.
+    pub delegator: String,
+    /// Whom the grant is for: `AgentIdentity namespace/name`, or the requester.
+    pub delegatee: String,
+    /// What and where, in words (`ClusterRole/view in team-a`).
+    pub scope: String,
+    pub purpose: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_at: Option<Time>,
+    pub grant_id: String,
 }
 
 /// One policy's verdict on a request.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt, core::PartialObjectMeta};
@@ -25,11 +26,15 @@ pub struct Context {
     pub requests: Store<AccessRequest>,
     pub admission_policies: Store<ValidatingAdmissionPolicy>,
     pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
+    pub role_bindings: Store<RoleBinding>,
+    pub cluster_role_bindings: Store<ClusterRoleBinding>,
     pub recorder: Recorder,
+    /// Trust domain of default SPIFFE IDs.
+    pub trust_domain: String,
 }
 
 impl Context {
-    pub fn new(client: Client, stores: Stores) -> Context {
+    pub fn new(client: Client, stores: Stores, trust_domain: String) -> Context {
         let reporter = Reporter { controller: "kube-jit".into(), instance: std::env::var("POD_NAME").ok() };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
@@ -41,6 +46,9 @@ impl Context {
             requests: stores.requests,
             admission_policies: stores.admission_policies,
             admission_bindings: stores.admission_bindings,
+            role_bindings: stores.role_bindings,
+            cluster_role_bindings: stores.cluster_role_bindings,
+            trust_domain,
         }
     }
 
@@ -64,7 +72,17 @@ impl Context {
             self.namespaces.state().iter().map(|ns| (ns.name_any(), ns.labels().clone())).collect();
         let subject = subject_key(request);
         let mut live_grants = BTreeMap::new();
+        let mut recent_requests = Vec::new();
         for other in self.requests.state() {
+            // Only earlier requests count against a cap, so a later one never
+            // withdraws a grant already made.
+            if other.uid() != request.uid()
+                && subject_key(&other) == subject
+                && let Some(t) = other.creation_timestamp()
+                && Some(&t) < request.creation_timestamp().as_ref()
+            {
+                recent_requests.push(t.0);
+            }
             let Some(status) = &other.status else { continue };
             let live = matches!(status.phase, Phase::Granted | Phase::Approved);
             if live
@@ -75,7 +93,14 @@ impl Context {
                 *live_grants.entry(policy.clone()).or_insert(0) += 1;
             }
         }
-        ClusterFacts { agent, namespace_labels, live_grants, namespaces_known: true }
+        ClusterFacts {
+            agent,
+            namespace_labels,
+            live_grants,
+            namespaces_known: true,
+            recent_requests,
+            now: Some(jiff::Timestamp::now()),
+        }
     }
 
     /// Whether the admission policies that make requesters and approvers
@@ -111,4 +136,6 @@ pub struct Stores {
     pub requests: Store<AccessRequest>,
     pub admission_policies: Store<ValidatingAdmissionPolicy>,
     pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
+    pub role_bindings: Store<RoleBinding>,
+    pub cluster_role_bindings: Store<ClusterRoleBinding>,
 }

@@ -2,9 +2,12 @@
 //! AccessRequest controller, and the safety nets, wired together by `run`.
 
 pub mod access_request;
+pub mod agent_identity;
 pub mod context;
+pub mod delegation;
 pub mod objects;
 pub mod sweep;
+pub mod transitions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +35,13 @@ use context::{Context, Stores};
 pub struct Settings {
     /// How often the sweep looks for managed objects that outlived their grant.
     pub sweep_interval: Duration,
+    /// Trust domain of default SPIFFE IDs (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`).
+    pub trust_domain: String,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { sweep_interval: Duration::from_secs(30) }
+        Self { sweep_interval: Duration::from_secs(30), trust_domain: "cluster.local".into() }
     }
 }
 
@@ -81,6 +86,12 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     let admission_policies = cache(Api::<ValidatingAdmissionPolicy>::all(client.clone()), Some(vap_tx));
     let (vapb_tx, vapb_rx) = mpsc::unbounded();
     let admission_bindings = cache(Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()), Some(vapb_tx));
+    // Standing-privilege checks read every binding.
+    let (rb_tx, rb_rx) = mpsc::unbounded();
+    let role_bindings = cache(Api::<RoleBinding>::all(client.clone()), Some(rb_tx));
+    let (crb_tx, crb_rx) = mpsc::unbounded();
+    let cluster_role_bindings = cache(Api::<ClusterRoleBinding>::all(client.clone()), Some(crb_tx));
+    let rbac_rx = futures::stream::select(rb_rx.map(|_| ()), crb_rx.map(|_| ()));
     let (approval_tx, approval_rx) = mpsc::unbounded();
     let approvals = cache(Api::<AccessApproval>::all(client.clone()), Some(approval_tx));
     let (ns_store, ns_writer) = reflector::store();
@@ -102,8 +113,10 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         requests: controller.store(),
         admission_policies: admission_policies.clone(),
         admission_bindings: admission_bindings.clone(),
+        role_bindings: role_bindings.clone(),
+        cluster_role_bindings: cluster_role_bindings.clone(),
     };
-    let ctx = Arc::new(Context::new(client.clone(), stores));
+    let ctx = Arc::new(Context::new(client.clone(), stores, settings.trust_domain.clone()));
 
     // Decisions read these caches: never decide on a cache that has not synced.
     policies.wait_until_ready().await.map_err(|_| Error::MissingField("policy cache"))?;
@@ -112,6 +125,8 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     ns_store.wait_until_ready().await.map_err(|_| Error::MissingField("namespace cache"))?;
     admission_policies.wait_until_ready().await.map_err(|_| Error::MissingField("admission policy cache"))?;
     admission_bindings.wait_until_ready().await.map_err(|_| Error::MissingField("admission binding cache"))?;
+    role_bindings.wait_until_ready().await.map_err(|_| Error::MissingField("rolebinding cache"))?;
+    cluster_role_bindings.wait_until_ready().await.map_err(|_| Error::MissingField("clusterrolebinding cache"))?;
     if let Err(why) = ctx.admission_ready() {
         tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
     }
@@ -152,7 +167,15 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         vap_rx.map(|_| ()).boxed(),
         vapb_rx.map(|_| ()).boxed(),
     ]);
-    controller
+    let agents_controller = Controller::new(Api::<AgentIdentity>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<AccessRequest>::all(client.clone()), watcher::Config::default(), |r: AccessRequest| {
+            Some(ObjectRef::<AgentIdentity>::new(r.spec.for_agent.as_deref()?).within(&r.namespace()?))
+        })
+        .reconcile_all_on(rbac_rx)
+        .shutdown_on_signal()
+        .run(agent_identity::reconcile, agent_error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let requests_controller = controller
         .watches(Api::<RoleBinding>::all(client.clone()), managed.clone(), owner_request)
         .watches(Api::<ClusterRoleBinding>::all(client.clone()), managed.clone(), owner_request)
         .watches(Api::<ServiceAccount>::all(client.clone()), managed, owner_request)
@@ -164,11 +187,16 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile failed");
             }
-        })
-        .await;
+        });
+    futures::future::join(requests_controller, agents_controller).await;
     sweeper.abort();
     tracing::info!("operator stopped");
     Ok(())
+}
+
+fn agent_error_policy(agent: Arc<AgentIdentity>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(agent = %agent.name_any(), error = %error, "AgentIdentity reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
 }
 
 /// Retries soon on conflicts (a decision made on a stale cache), later on other errors.

@@ -13,6 +13,7 @@ use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::ObjectRef;
 use crate::error::{Error, Result};
 use crate::grant::{Managed, Plan};
 
@@ -79,6 +80,41 @@ pub async fn delete(client: &Client, plan: &Plan) -> Result<usize> {
     Ok(deleted)
 }
 
+/// Deletes the recorded objects of a grant in revocation order: bindings,
+/// then identity, then roles; absent objects are fine.
+pub async fn delete_refs(client: &Client, refs: &[ObjectRef]) -> Result<usize> {
+    let stage = |kind: &str| match kind {
+        "RoleBinding" | "ClusterRoleBinding" => 0,
+        "ServiceAccount" | "Secret" => 1,
+        _ => 2,
+    };
+    let mut deleted = 0;
+    for s in 0..3 {
+        let batch = refs.iter().filter(|r| stage(&r.kind) == s);
+        let results = try_join_all(batch.map(|r| delete_by_ref(client, &r.kind, &r.namespace, &r.name))).await?;
+        deleted += results.into_iter().filter(|d| *d).count();
+    }
+    Ok(deleted)
+}
+
+/// Whether a recorded object exists, asking the API server. Secrets count as
+/// present: the operator holds no read access to Secrets.
+pub async fn exists_ref(client: &Client, r: &ObjectRef) -> Result<bool> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let (ns, name) = (r.namespace.as_str(), r.name.as_str());
+    let found = match r.kind.as_str() {
+        "ServiceAccount" => {
+            Api::<ServiceAccount>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some()
+        }
+        "Role" => Api::<Role>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some(),
+        "RoleBinding" => Api::<RoleBinding>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some(),
+        "ClusterRole" => Api::<ClusterRole>::all(client.clone()).get_metadata_opt(name).await?.is_some(),
+        "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(client.clone()).get_metadata_opt(name).await?.is_some(),
+        _ => true,
+    };
+    Ok(found)
+}
+
 async fn delete_one(client: &Client, object: &Managed) -> Result<bool> {
     let r = object.object_ref();
     delete_by_ref(client, &r.kind, &r.namespace, &r.name).await
@@ -108,29 +144,6 @@ pub async fn delete_by_ref(client: &Client, kind: &str, namespace: &str, name: &
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(Error::Kube(e)),
     }
-}
-
-/// Whether an object of the plan exists, asking the API server. Secrets are
-/// not checked: the operator holds no read access to Secrets.
-pub async fn exists(client: &Client, object: &Managed) -> Result<bool> {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-    let r = object.object_ref();
-    let (ns, name) = (r.namespace.as_str(), r.name.as_str());
-    let found = match object {
-        Managed::ServiceAccount(_) => {
-            Api::<ServiceAccount>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some()
-        }
-        Managed::Secret(_) => true,
-        Managed::Role(_) => Api::<Role>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some(),
-        Managed::RoleBinding(_) => {
-            Api::<RoleBinding>::namespaced(client.clone(), ns).get_metadata_opt(name).await?.is_some()
-        }
-        Managed::ClusterRole(_) => Api::<ClusterRole>::all(client.clone()).get_metadata_opt(name).await?.is_some(),
-        Managed::ClusterRoleBinding(_) => {
-            Api::<ClusterRoleBinding>::all(client.clone()).get_metadata_opt(name).await?.is_some()
-        }
-    };
-    Ok(found)
 }
 
 /// For clients that cannot call TokenRequest: mints a token for the grant's

@@ -35,7 +35,7 @@ pub async fn revoke_overdue(ctx: &Context, grace: std::time::Duration) -> Result
                 "expired at {} while the operator was not running; revoked on start",
                 fmt_expiry(grant.expires_at.as_ref().map(|t| t.0))
             );
-            super::access_request::end(&request, ctx, phase, reasons::EXPIRED, message).await?;
+            super::transitions::end(&request, ctx, phase, reasons::EXPIRED, message).await?;
             revoked += 1;
         }
     }

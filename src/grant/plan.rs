@@ -128,8 +128,30 @@ pub enum PlanError {
     RequesterNotServiceAccount(String),
 }
 
+/// Who holds what beyond the bindings: decided by the caller from the agent
+/// and the matched policy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Holders {
+    /// Username allowed to mint tokens for the grant identity: the agent's base
+    /// ServiceAccount for requests made for an agent, else the requester.
+    pub token_minter: Option<String>,
+    /// Whether the grant identity may delegate (create AccessRequests in the
+    /// request's namespace), because the policy allows delegation.
+    pub may_delegate: bool,
+    /// The delegation chain, recorded on the grant identity.
+    pub chain_json: Option<String>,
+}
+
+/// The ClusterRole bound to grant identities that may delegate.
+pub const DELEGATOR_CLUSTER_ROLE: &str = "kube-jit-delegator";
+
 /// Computes the plan of a request whose grant ends at `expires_at` (RFC 3339).
 pub fn plan(request: &AccessRequest, expires_at: &str) -> Result<Plan, PlanError> {
+    plan_with(request, expires_at, &Holders::default())
+}
+
+/// [`plan`], with the token minter, delegation right and chain given.
+pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -> Result<Plan, PlanError> {
     let namespace = request.metadata.namespace.clone().unwrap_or_default();
     let name = request.metadata.name.clone().unwrap_or_default();
     let uid = request.metadata.uid.clone().ok_or(PlanError::NoUid)?;
@@ -171,8 +193,12 @@ pub fn plan(request: &AccessRequest, expires_at: &str) -> Result<Plan, PlanError
     let mut objects = Vec::new();
     let holder = match spec.delivery.mode {
         DeliveryMode::EphemeralServiceAccount => {
+            let mut sa_meta = meta(&base_name, Some(&namespace));
+            if let Some(chain) = &holders.chain_json {
+                sa_meta.annotations.get_or_insert_default().insert(names::CHAIN_ANNOTATION.to_string(), chain.clone());
+            }
             objects.push(Managed::ServiceAccount(ServiceAccount {
-                metadata: meta(&base_name, Some(&namespace)),
+                metadata: sa_meta,
                 automount_service_account_token: Some(false),
                 ..ServiceAccount::default()
             }));
@@ -191,8 +217,25 @@ pub fn plan(request: &AccessRequest, expires_at: &str) -> Result<Plan, PlanError
             objects.push(Managed::RoleBinding(RoleBinding {
                 metadata: meta(&token_name, Some(&namespace)),
                 role_ref: role_ref("Role", &token_name),
-                subjects: Some(vec![requester_subject(&spec.requester.user)]),
+                subjects: Some(vec![requester_subject(
+                    holders.token_minter.as_deref().unwrap_or(&spec.requester.user),
+                )]),
             }));
+            if holders.may_delegate {
+                // Possession of this grant is proven by authenticating as it:
+                // only then may it ask for part of it for another agent.
+                let delegate_name = names::object_name(&name, "delegate", &id);
+                objects.push(Managed::RoleBinding(RoleBinding {
+                    metadata: meta(&delegate_name, Some(&namespace)),
+                    role_ref: role_ref("ClusterRole", DELEGATOR_CLUSTER_ROLE),
+                    subjects: Some(vec![Subject {
+                        kind: "ServiceAccount".into(),
+                        name: base_name.clone(),
+                        namespace: Some(namespace.clone()),
+                        api_group: None,
+                    }]),
+                }));
+            }
             if spec.delivery.token_secret {
                 objects.push(Managed::Secret(Secret {
                     metadata: meta(&base_name, Some(&namespace)),

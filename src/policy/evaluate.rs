@@ -27,6 +27,10 @@ pub struct ClusterFacts<'a> {
     /// Whether namespace facts are known (false offline: namespaces are then
     /// checked by name only and selectors cannot match).
     pub namespaces_known: bool,
+    /// Creation times of the subject's earlier requests (for rate caps).
+    pub recent_requests: Vec<jiff::Timestamp>,
+    /// Now, as the decision sees it.
+    pub now: Option<jiff::Timestamp>,
 }
 
 /// A policy that allows the request, with what it implies.
@@ -45,6 +49,9 @@ pub struct Evaluation {
     pub verdicts: Vec<PolicyEvaluation>,
     /// Set when the request itself is unusable whatever the policies say.
     pub invalid: Option<String>,
+    /// Policies whose per-identity request cap the subject has exceeded, and
+    /// whether each wants the identity suspended.
+    pub rate_limited: Vec<(String, bool)>,
 }
 
 impl Evaluation {
@@ -73,14 +80,18 @@ pub fn evaluate(
     facts: &ClusterFacts<'_>,
 ) -> Evaluation {
     if let Err(reason) = check_request(namespace, spec, facts) {
-        return Evaluation { allowed: None, verdicts: Vec::new(), invalid: Some(reason) };
+        return Evaluation { allowed: None, verdicts: Vec::new(), invalid: Some(reason), rate_limited: Vec::new() };
     }
     let mut sorted: Vec<&AccessPolicy> = policies.to_vec();
     sorted.sort_by_key(|p| p.metadata.name.clone().unwrap_or_default());
     let mut verdicts = Vec::new();
     let mut candidates = Vec::new();
+    let mut rate_limited = Vec::new();
     for policy in sorted {
         let name = policy.metadata.name.clone().unwrap_or_default();
+        if subject_matches(namespace, spec, policy, facts) && rate_exceeded(policy, facts).is_some() {
+            rate_limited.push((name.clone(), policy.spec.limits.suspend_on_exceed));
+        }
         match check_policy(namespace, spec, policy, facts) {
             Ok(allowed) => {
                 verdicts.push(PolicyEvaluation { policy: name, allowed: true, reason: "allows".into() });
@@ -93,7 +104,20 @@ pub fn evaluate(
     let allowed = candidates
         .into_iter()
         .min_by(|a, b| a.approvals_required.cmp(&b.approvals_required).then_with(|| a.policy.cmp(&b.policy)));
-    Evaluation { allowed, verdicts, invalid: None }
+    Evaluation { allowed, verdicts, invalid: None, rate_limited }
+}
+
+/// Why the subject is over the policy's request cap, if it is.
+fn rate_exceeded(policy: &AccessPolicy, facts: &ClusterFacts<'_>) -> Option<String> {
+    let limits = &policy.spec.limits;
+    let max = limits.max_requests_per_window?;
+    let window_text = limits.window.as_deref().unwrap_or("1h");
+    let window = durations::parse(window_text).unwrap_or(Duration::from_secs(3600));
+    let now = facts.now.unwrap_or_else(jiff::Timestamp::now);
+    let since = now - jiff::SignedDuration::try_from(window).unwrap_or_default();
+    let recent = facts.recent_requests.iter().filter(|t| **t > since).count();
+    (recent >= max.max(0) as usize)
+        .then(|| format!("rate limit: {recent} requests in the last {window_text} already (at most {max})"))
 }
 
 /// Checks that hold whatever the policies say.
@@ -220,6 +244,10 @@ fn check_policy(
         if live >= max.max(0) as usize {
             return Err(format!("subject already holds {live} live grants under it (at most {max})"));
         }
+    }
+
+    if let Some(why) = rate_exceeded(policy, facts) {
+        return Err(why);
     }
 
     let approvals_required = match p.approval.mode {

@@ -1,0 +1,278 @@
+//! The transitions of an AccessRequest that touch the cluster: approve and
+//! make a grant, end it (revoking bindings, identity, roles — and every grant
+//! delegated from it), and the status writes that record each step.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::context::Context;
+use super::objects;
+use crate::api::access_request::{AccessRequest, AccessRequestStatus, DelegationHop, GrantStatus, Phase};
+use crate::audit::{self, AuditEvent, Details};
+use crate::conditions::{self, reasons, types};
+use crate::error::Result;
+use crate::grant::{self, Holders, Plan};
+use crate::names;
+use crate::policy::delegation;
+
+/// What was decided for a request about to be granted.
+pub struct Approval {
+    pub policy: String,
+    pub duration: std::time::Duration,
+    pub reason: &'static str,
+    pub message: String,
+    /// The chain above this request (empty when nobody delegated it).
+    pub chain_above: Vec<DelegationHop>,
+}
+
+/// Records the approval — grant id, expiry, objects, chain — *before* making
+/// anything, so a crash from here on always leaves a known expiry behind; then
+/// makes the grant.
+pub async fn approve(
+    request: &AccessRequest,
+    ctx: &Context,
+    mut status: AccessRequestStatus,
+    approval: Approval,
+) -> Result<Action> {
+    let now = Timestamp::now();
+    let expires_at = now + jiff::SignedDuration::try_from(approval.duration).unwrap_or(jiff::SignedDuration::ZERO);
+    let ns = request.namespace().unwrap_or_default();
+    let id = names::grant_id(&ns, &request.name_any(), &request.uid().unwrap_or_default());
+    let mut chain = approval.chain_above;
+    chain.push(DelegationHop {
+        delegator: request.spec.requester.user.clone(),
+        delegatee: match &request.spec.for_agent {
+            Some(agent) => delegation::agent_label(&ns, agent),
+            None => request.spec.requester.user.clone(),
+        },
+        scope: delegation::scope_of(&request.spec),
+        purpose: request.spec.purpose.clone().unwrap_or_default(),
+        delegated_at: Some(Time(now)),
+        grant_id: id,
+    });
+    let plan = plan_for(ctx, request, &approval.policy, &chain, expires_at)?;
+    let generation = request.meta().generation;
+    conditions::set(
+        &mut status.conditions,
+        types::APPROVED,
+        true,
+        approval.reason,
+        approval.message.clone(),
+        generation,
+        now,
+    );
+    status.phase = Phase::Approved;
+    status.policy = Some(approval.policy.clone());
+    status.delegation_chain = chain;
+    status.grant = Some(GrantStatus {
+        id: plan.grant_id.clone(),
+        expires_at: Some(Time(expires_at)),
+        service_account: Some(plan.holder.clone()),
+        username: Some(names::service_account_username(&plan.holder.namespace, &plan.holder.name)),
+        objects: plan.objects.iter().map(|o| o.object_ref()).collect(),
+        ..GrantStatus::default()
+    });
+    let written = write_status(ctx, request, &status).await?;
+    ctx.event(&written, false, approval.reason, approval.message.clone()).await;
+    let details = Details {
+        policy: Some(&approval.policy),
+        reason: Some(approval.reason),
+        message: Some(&approval.message),
+        ..Details::default()
+    };
+    audit::record(AuditEvent::Approved, &written, details);
+    make(&written, ctx, status, plan, expires_at).await
+}
+
+/// The plan of a request: who may mint tokens (the agent's base ServiceAccount
+/// for requests made for an agent), whether the grant may delegate (its policy
+/// says so), and the chain recorded on the grant identity.
+fn plan_for(
+    ctx: &Context,
+    request: &AccessRequest,
+    policy: &str,
+    chain: &[DelegationHop],
+    expires_at: Timestamp,
+) -> Result<Plan> {
+    let ns = request.namespace().unwrap_or_default();
+    let policy = ctx.policies.state().into_iter().find(|p| p.name_any() == policy);
+    let holders = Holders {
+        token_minter: ctx.agent_of(request).map(|a| names::service_account_username(&ns, &a.spec.service_account_name)),
+        may_delegate: policy.is_some_and(|p| p.spec.delegation.allowed),
+        chain_json: Some(serde_json::to_string(chain)?),
+    };
+    Ok(grant::plan::plan_with(request, &expires_at.to_string(), &holders)?)
+}
+
+/// The plan of a request already approved (to finish making it after an interruption).
+pub fn replan(ctx: &Context, request: &AccessRequest, expires_at: Timestamp) -> Result<Plan> {
+    let status = request.status.clone().unwrap_or_default();
+    plan_for(ctx, request, status.policy.as_deref().unwrap_or(""), &status.delegation_chain, expires_at)
+}
+
+/// Makes the objects and marks the request Granted; schedules expiry.
+pub async fn make(
+    request: &AccessRequest,
+    ctx: &Context,
+    mut status: AccessRequestStatus,
+    plan: Plan,
+    expires_at: Timestamp,
+) -> Result<Action> {
+    let made = async {
+        let secret = objects::make(&ctx.client, &plan).await?;
+        let remaining = expires_at.duration_since(Timestamp::now()).as_secs();
+        match secret {
+            Some(secret) => objects::fill_token_secret(&ctx.client, &plan, &secret, remaining).await,
+            None => Ok(false),
+        }
+    };
+    let token_issued = match made.await {
+        Ok(issued) => issued,
+        Err(e) => {
+            // Fail closed: take down whatever was made, and say why.
+            tracing::warn!(error = %e, request = %request.name_any(), "making the grant failed; revoking");
+            let why = format!("could not make the grant: {e}");
+            return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
+        }
+    };
+    let identity = names::service_account_username(&plan.holder.namespace, &plan.holder.name);
+    if token_issued {
+        let details = Details {
+            identity: Some(identity.clone()),
+            expires_at: Some(expires_at.to_string()),
+            ..Details::default()
+        };
+        audit::record(AuditEvent::TokenIssued, request, details);
+    }
+    let now = Timestamp::now();
+    let message = format!("{identity} holds the rights until {expires_at}");
+    let generation = request.meta().generation;
+    conditions::set(&mut status.conditions, types::GRANTED, true, reasons::GRANTED, message.clone(), generation, now);
+    status.phase = Phase::Granted;
+    if let Some(g) = status.grant.as_mut() {
+        g.started_at = Some(Time(now));
+    }
+    let written = write_status(ctx, request, &status).await?;
+    let details = Details {
+        policy: status.policy.as_deref(),
+        expires_at: Some(expires_at.to_string()),
+        identity: Some(identity),
+        ..Details::default()
+    };
+    audit::record(AuditEvent::Granted, &written, details);
+    ctx.event(request, false, reasons::GRANTED, message).await;
+    Ok(until(expires_at))
+}
+
+/// Ends a request (see [`end_one`]) and every grant delegated from it.
+pub async fn end(
+    request: &AccessRequest,
+    ctx: &Context,
+    phase: Phase,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let action = end_one(request, ctx, phase, reason, message).await?;
+    if let Some(grant) = request.status.as_ref().and_then(|s| s.grant.as_ref()) {
+        super::delegation::end_descendants(ctx, &grant.id, &request.name_any()).await;
+    }
+    Ok(action)
+}
+
+/// Ends one request: revokes whatever it holds (bindings, identity, roles, in
+/// that order), then records the terminal phase.
+pub async fn end_one(
+    request: &AccessRequest,
+    ctx: &Context,
+    phase: Phase,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let mut status = request.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    if let Some(grant) = status.grant.as_mut() {
+        objects::delete_refs(&ctx.client, &grant.objects).await?;
+        if grant.revoked_at.is_none() {
+            grant.revoked_at = Some(Time(Timestamp::now()));
+        }
+    }
+    let type_ = match phase {
+        Phase::Expired => types::EXPIRED,
+        Phase::Denied => types::DENIED,
+        Phase::Failed => types::FAILED,
+        _ => types::REVOKED,
+    };
+    let generation = request.meta().generation;
+    if conditions::is_true(&status.conditions, types::GRANTED) {
+        conditions::set(&mut status.conditions, types::GRANTED, false, reason, message.clone(), generation, now);
+    }
+    conditions::set(&mut status.conditions, type_, true, reason, message.clone(), generation, now);
+    status.phase = phase;
+    let first_time = request.status.as_ref().map(|s| s.phase) != Some(phase);
+    write_status(ctx, request, &status).await?;
+    if first_time {
+        let event = match phase {
+            Phase::Expired => AuditEvent::Expired,
+            Phase::Denied => AuditEvent::Denied,
+            _ => AuditEvent::Revoked,
+        };
+        let details = Details {
+            policy: status.policy.as_deref(),
+            reason: Some(reason),
+            message: Some(&message),
+            ..Details::default()
+        };
+        let mut recorded = request.clone();
+        recorded.status = Some(status.clone());
+        audit::record(event, &recorded, details);
+        ctx.event(request, phase != Phase::Expired, reason, message).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Ends a request that was never granted, recording why on `Approved`.
+pub async fn deny(
+    request: &AccessRequest,
+    ctx: &Context,
+    mut status: AccessRequestStatus,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let now = Timestamp::now();
+    let generation = request.meta().generation;
+    conditions::set(&mut status.conditions, types::APPROVED, false, reason, message.clone(), generation, now);
+    let mut with_decision = request.clone();
+    with_decision.status = Some(status);
+    end(&with_decision, ctx, Phase::Denied, reason, message).await
+}
+
+/// Requeue at the instant of expiry: a timer, not a poll.
+pub fn until(expires_at: Timestamp) -> Action {
+    let wait = expires_at.duration_since(Timestamp::now()).as_millis().max(0) as u64;
+    Action::requeue(std::time::Duration::from_millis(wait))
+}
+
+/// Writes the status with server-side apply under kube-jit's field manager,
+/// conditional on the resourceVersion the decision was made on, so a decision
+/// taken on a stale cache is retried rather than written.
+pub async fn write_status(
+    ctx: &Context,
+    request: &AccessRequest,
+    status: &AccessRequestStatus,
+) -> Result<AccessRequest> {
+    let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
+    let mut status = status.clone();
+    status.observed_generation = request.meta().generation;
+    let patch = json!({
+        "apiVersion": "kubejit.io/v1alpha1",
+        "kind": "AccessRequest",
+        "metadata": {"resourceVersion": request.resource_version()},
+        "status": status,
+    });
+    let params = PatchParams::apply(objects::FIELD_MANAGER).force();
+    Ok(api.patch_status(&request.name_any(), &params, &Patch::Apply(&patch)).await?)
+}

@@ -1,0 +1,163 @@
+//! Standing privilege: which RBAC bindings give a ServiceAccount rights that
+//! exist whether or not it asked — directly, or through the groups every
+//! ServiceAccount belongs to. kube-jit's own grants, the requester role (the
+//! right to ask) and Kubernetes' bootstrap defaults are not standing privilege.
+
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use kube::api::ObjectMeta;
+
+use crate::names;
+
+/// ClusterRole that only lets an identity ask kube-jit for access.
+pub const REQUESTER_ROLE: &str = "kube-jit-requester";
+
+/// One binding that gives a ServiceAccount standing rights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// `RoleBinding ns/name` or `ClusterRoleBinding name`.
+    pub binding: String,
+    /// `ClusterRole/name` or `Role/name`.
+    pub role: String,
+    /// How the ServiceAccount is a subject: `directly` or `via group G`.
+    pub via: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} → {} ({})", self.binding, self.role, self.via)
+    }
+}
+
+/// How `subject` names the ServiceAccount `namespace/name`, if it does.
+/// `default_ns` is the binding's namespace (a RoleBinding's ServiceAccount
+/// subject without a namespace means that one).
+fn names_sa(subject: &Subject, namespace: &str, name: &str, default_ns: Option<&str>) -> Option<String> {
+    match subject.kind.as_str() {
+        "ServiceAccount" => {
+            let ns = subject.namespace.as_deref().or(default_ns).unwrap_or("");
+            (subject.name == name && ns == namespace).then(|| "directly".to_string())
+        }
+        "Group" => {
+            let groups = [
+                "system:serviceaccounts".to_string(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".to_string(),
+            ];
+            groups.contains(&subject.name).then(|| format!("via group {}", subject.name))
+        }
+        "User" => (subject.name == names::service_account_username(namespace, name)).then(|| "directly".to_string()),
+        _ => None,
+    }
+}
+
+fn excluded(meta: &ObjectMeta, role: &RoleRef) -> bool {
+    let labels = meta.labels.clone().unwrap_or_default();
+    labels.get(names::MANAGED_BY_LABEL).map(String::as_str) == Some(names::MANAGED_BY_VALUE)
+        || labels.get("kubernetes.io/bootstrapping").map(String::as_str) == Some("rbac-defaults")
+        || (role.kind == "ClusterRole" && role.name == REQUESTER_ROLE)
+}
+
+/// Every binding giving ServiceAccount `namespace/name` standing rights.
+pub fn findings<'a>(
+    namespace: &str,
+    name: &str,
+    role_bindings: impl IntoIterator<Item = &'a RoleBinding>,
+    cluster_role_bindings: impl IntoIterator<Item = &'a ClusterRoleBinding>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for rb in role_bindings {
+        if excluded(&rb.metadata, &rb.role_ref) {
+            continue;
+        }
+        let rb_ns = rb.metadata.namespace.as_deref();
+        if let Some(via) = rb.subjects.iter().flatten().find_map(|s| names_sa(s, namespace, name, rb_ns)) {
+            out.push(Finding {
+                binding: format!("RoleBinding {}/{}", rb_ns.unwrap_or(""), rb.metadata.name.as_deref().unwrap_or("")),
+                role: format!("{}/{}", rb.role_ref.kind, rb.role_ref.name),
+                via,
+            });
+        }
+    }
+    for crb in cluster_role_bindings {
+        if excluded(&crb.metadata, &crb.role_ref) {
+            continue;
+        }
+        if let Some(via) = crb.subjects.iter().flatten().find_map(|s| names_sa(s, namespace, name, None)) {
+            out.push(Finding {
+                binding: format!("ClusterRoleBinding {}", crb.metadata.name.as_deref().unwrap_or("")),
+                role: format!("{}/{}", crb.role_ref.kind, crb.role_ref.name),
+                via,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.binding.cmp(&b.binding));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rb(ns: &str, name: &str, role: &str, subjects: serde_json::Value, labels: serde_json::Value) -> RoleBinding {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": subjects}))
+        .unwrap()
+    }
+
+    fn crb(name: &str, role: &str, subjects: serde_json::Value, labels: serde_json::Value) -> ClusterRoleBinding {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": subjects}))
+        .unwrap()
+    }
+
+    #[test]
+    fn finds_direct_and_group_bindings_and_ignores_the_rest() {
+        let sa = json!([{"kind": "ServiceAccount", "name": "bot", "namespace": "agents"}]);
+        let sa_no_ns = json!([{"kind": "ServiceAccount", "name": "bot"}]);
+        let rbs = vec![
+            rb("agents", "direct", "edit", sa.clone(), json!({})),
+            rb("agents", "implicit-ns", "view", sa_no_ns.clone(), json!({})),
+            rb("other", "implicit-other-ns", "view", sa_no_ns, json!({})),
+            rb("agents", "asks", REQUESTER_ROLE, sa.clone(), json!({})),
+            rb("team", "jit", "view", sa.clone(), json!({"app.kubernetes.io/managed-by": "kube-jit"})),
+            rb(
+                "team",
+                "ns-group",
+                "view",
+                json!([{"kind": "Group", "name": "system:serviceaccounts:agents"}]),
+                json!({}),
+            ),
+            rb(
+                "team",
+                "other-ns-group",
+                "view",
+                json!([{"kind": "Group", "name": "system:serviceaccounts:other"}]),
+                json!({}),
+            ),
+        ];
+        let crbs = vec![
+            crb("all-sas", "cluster-admin", json!([{"kind": "Group", "name": "system:serviceaccounts"}]), json!({})),
+            crb(
+                "basic",
+                "system:basic-user",
+                json!([{"kind": "Group", "name": "system:authenticated"}]),
+                json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            ),
+            crb("as-user", "view", json!([{"kind": "User", "name": "system:serviceaccount:agents:bot"}]), json!({})),
+        ];
+        let found: Vec<String> = findings("agents", "bot", &rbs, &crbs).iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            found,
+            [
+                "ClusterRoleBinding all-sas → ClusterRole/cluster-admin (via group system:serviceaccounts)",
+                "ClusterRoleBinding as-user → ClusterRole/view (directly)",
+                "RoleBinding agents/direct → ClusterRole/edit (directly)",
+                "RoleBinding agents/implicit-ns → ClusterRole/view (directly)",
+                "RoleBinding team/ns-group → ClusterRole/view (via group system:serviceaccounts:agents)",
+            ]
+        );
+    }
+}
