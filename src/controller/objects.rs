@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::ObjectRef;
 use crate::error::{Error, Result};
-use crate::grant::{Managed, Plan};
+use crate::grant::{Managed, Plan, Stage};
 
 /// The field manager of everything kube-jit writes.
 pub const FIELD_MANAGER: &str = "kube-jit";
@@ -69,28 +69,12 @@ pub async fn make(client: &Client, plan: &Plan) -> Result<Option<Secret>> {
     Ok(secret)
 }
 
-/// Deletes every object of the plan, in revocation order (bindings, identity,
-/// roles); absent objects are fine. Returns how many were deleted.
-pub async fn delete(client: &Client, plan: &Plan) -> Result<usize> {
-    let mut deleted = 0;
-    for stage in plan.revocation_stages() {
-        let results = try_join_all(stage.iter().map(|o| delete_one(client, o))).await?;
-        deleted += results.into_iter().filter(|d| *d).count();
-    }
-    Ok(deleted)
-}
-
 /// Deletes the recorded objects of a grant in revocation order: bindings,
 /// then identity, then roles; absent objects are fine.
 pub async fn delete_refs(client: &Client, refs: &[ObjectRef]) -> Result<usize> {
-    let stage = |kind: &str| match kind {
-        "RoleBinding" | "ClusterRoleBinding" => 0,
-        "ServiceAccount" | "Secret" => 1,
-        _ => 2,
-    };
     let mut deleted = 0;
-    for s in 0..3 {
-        let batch = refs.iter().filter(|r| stage(&r.kind) == s);
+    for stage in [Stage::Bindings, Stage::Identity, Stage::Roles] {
+        let batch = refs.iter().filter(|r| Stage::of_kind(&r.kind) == stage);
         let results = try_join_all(batch.map(|r| delete_by_ref(client, &r.kind, &r.namespace, &r.name))).await?;
         deleted += results.into_iter().filter(|d| *d).count();
     }
@@ -113,11 +97,6 @@ pub async fn exists_ref(client: &Client, r: &ObjectRef) -> Result<bool> {
         _ => true,
     };
     Ok(found)
-}
-
-async fn delete_one(client: &Client, object: &Managed) -> Result<bool> {
-    let r = object.object_ref();
-    delete_by_ref(client, &r.kind, &r.namespace, &r.name).await
 }
 
 /// Deletes one managed object by kind, namespace and name; `Ok(false)` if it was already gone.

@@ -34,6 +34,17 @@ pub enum Stage {
     Roles,
 }
 
+impl Stage {
+    /// The stage of a managed kind; unknown kinds go last.
+    pub fn of_kind(kind: &str) -> Stage {
+        match kind {
+            "RoleBinding" | "ClusterRoleBinding" => Stage::Bindings,
+            "ServiceAccount" | "Secret" => Stage::Identity,
+            _ => Stage::Roles,
+        }
+    }
+}
+
 impl Managed {
     pub fn metadata(&self) -> &ObjectMeta {
         match self {
@@ -58,11 +69,7 @@ impl Managed {
     }
 
     pub fn stage(&self) -> Stage {
-        match self {
-            Managed::RoleBinding(_) | Managed::ClusterRoleBinding(_) => Stage::Bindings,
-            Managed::ServiceAccount(_) | Managed::Secret(_) => Stage::Identity,
-            Managed::Role(_) | Managed::ClusterRole(_) => Stage::Roles,
-        }
+        Stage::of_kind(self.kind())
     }
 
     pub fn object_ref(&self) -> ObjectRef {
