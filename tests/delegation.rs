@@ -343,3 +343,46 @@ async fn suspending_an_identity_revokes_its_grants_and_standing_privilege_is_fla
     .await;
     assert!(flagged, "standing privilege not flagged: {:?}", agents.get("scanner").await.unwrap().status);
 }
+
+#[tokio::test]
+async fn an_identity_over_its_request_cap_is_denied_flagged_and_suspended() {
+    let w = world().await;
+    scenario::apply_policy(
+        &w.admin,
+        "capped",
+        json!({
+            "subjects": {"agents": [{"namespace": "agents", "name": "ci"}]},
+            "grants": {"clusterRoles": ["view"], "namespaces": {"names": ["team-a"]}},
+            "limits": {"maxRequestsPerWindow": 2, "window": "10m", "suspendOnExceed": true}
+        }),
+    )
+    .await;
+    let spec = json!({"forAgent": "ci", "role": {"kind": "ClusterRole", "name": "view"}, "namespaces": ["team-a"],
+        "duration": "5m", "purpose": "poll"});
+    for name in ["first", "second"] {
+        w.ci.request(name, spec.clone()).await;
+        scenario::wait_phase(&w.admin, "agents", name, Phase::Granted, Duration::from_secs(20)).await;
+    }
+    w.ci.request("third", spec.clone()).await;
+    let reason = denied_reason(&w.admin, "third").await;
+    assert!(reason.starts_with("RateLimited") && reason.contains("2 requests in the last 10m"), "{reason}");
+
+    let agents: Api<AgentIdentity> = Api::namespaced(w.admin.clone(), "agents");
+    let suspended = support::eventually(Duration::from_secs(10), || async {
+        let a = agents.get("ci").await.unwrap();
+        a.spec.suspended
+            && a.status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "RateLimited" && c.status == "True"))
+    })
+    .await;
+    assert!(suspended, "not flagged and suspended: {:?}", agents.get("ci").await.unwrap());
+    // Suspension ends the grants it already held.
+    for name in ["first", "second"] {
+        let r = scenario::wait_phase(&w.admin, "agents", name, Phase::Revoked, Duration::from_secs(10)).await;
+        assert_eq!(
+            r.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Revoked").unwrap().reason,
+            "AgentSuspended"
+        );
+    }
+    let events = w.cluster.kubectl(&["get", "events", "-n", "agents", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("RateLimited"), "{events}");
+}

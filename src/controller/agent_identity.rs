@@ -144,10 +144,17 @@ pub async fn reconcile(agent: Arc<AgentIdentity>, ctx: Arc<Context>) -> Result<A
 
 async fn write_status(ctx: &Context, agent: &AgentIdentity, status: &AgentIdentityStatus) -> Result<()> {
     let api: Api<AgentIdentity> = Api::namespaced(ctx.client.clone(), &agent.namespace().unwrap_or_default());
+    let mut status = status.clone();
+    // The RateLimited condition belongs to the rate guard's own field manager.
+    status.conditions.retain(|c| c.type_ != types::RATE_LIMITED);
     let patch = json!({"apiVersion": "kubejit.io/v1alpha1", "kind": "AgentIdentity", "status": status});
     api.patch_status(&agent.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     Ok(())
 }
+
+/// Field manager of the RateLimited condition, so the status reconciler
+/// (which does not decide rate limits) never drops it.
+const RATE_GUARD_MANAGER: &str = "kube-jit-rate-guard";
 
 async fn publish(ctx: &Context, agent: &AgentIdentity, reason: &str, note: String) {
     let event = kube::runtime::events::Event {
@@ -165,25 +172,21 @@ async fn publish(ctx: &Context, agent: &AgentIdentity, reason: &str, note: Strin
 /// Marks an identity that went over a policy's request cap (condition and
 /// Event) and, where the policy says so, suspends it.
 pub async fn flag_rate_limited(ctx: &Context, agent: &AgentIdentity, why: &str, suspend: bool) {
-    let mut status = agent.status.clone().unwrap_or_default();
-    let now = Timestamp::now();
-    conditions::set(
-        &mut status.conditions,
-        types::RATE_LIMITED,
-        true,
-        "OverRequestCap",
-        why.to_string(),
-        agent.meta().generation,
-        now,
-    );
-    if let Err(e) = write_status(ctx, agent, &status).await {
+    let api: Api<AgentIdentity> = Api::namespaced(ctx.client.clone(), &agent.namespace().unwrap_or_default());
+    let mut conditions = Vec::new();
+    let (generation, now) = (agent.meta().generation, Timestamp::now());
+    conditions::set(&mut conditions, types::RATE_LIMITED, true, "OverRequestCap", why.to_string(), generation, now);
+    let patch =
+        json!({"apiVersion": "kubejit.io/v1alpha1", "kind": "AgentIdentity", "status": {"conditions": conditions}});
+    let params = PatchParams::apply(RATE_GUARD_MANAGER).force();
+    if let Err(e) = api.patch_status(&agent.name_any(), &params, &Patch::Apply(&patch)).await {
         tracing::warn!(error = %e, agent = %agent.name_any(), "could not flag rate limit");
     }
     publish(ctx, agent, "RateLimited", why.to_string()).await;
     if suspend && !agent.spec.suspended {
-        let api: Api<AgentIdentity> = Api::namespaced(ctx.client.clone(), &agent.namespace().unwrap_or_default());
         let patch = json!({"spec": {"suspended": true}});
-        match api.patch(&agent.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        let params = PatchParams { field_manager: Some(RATE_GUARD_MANAGER.into()), ..PatchParams::default() };
+        match api.patch(&agent.name_any(), &params, &Patch::Merge(&patch)).await {
             Ok(_) => publish(ctx, agent, "Suspended", format!("suspended automatically: {why}")).await,
             Err(e) => tracing::warn!(error = %e, agent = %agent.name_any(), "could not suspend"),
         }

@@ -76,10 +76,14 @@ impl Context {
         for other in self.requests.state() {
             // Only earlier requests count against a cap, so a later one never
             // withdraws a grant already made.
+            // Only earlier requests count against a cap (creation time, then
+            // name, as timestamps have whole seconds), so a later request never
+            // withdraws a grant already made.
+            let order = |r: &AccessRequest| (r.creation_timestamp().map(|t| t.0), r.name_any());
             if other.uid() != request.uid()
                 && subject_key(&other) == subject
+                && order(&other) < order(request)
                 && let Some(t) = other.creation_timestamp()
-                && Some(&t) < request.creation_timestamp().as_ref()
             {
                 recent_requests.push(t.0);
             }
