@@ -169,3 +169,14 @@ async fn policy_and_identity_rules_reject_bad_objects() {
     let message = create(&client, Some(&ns.name), "AgentIdentity", agent).await.expect("bad spiffe accepted");
     assert!(message.contains("spiffeId must be spiffe://"), "{message}");
 }
+
+#[tokio::test]
+async fn every_example_manifest_is_accepted_by_the_api_server() {
+    let cluster = Cluster::shared();
+    let _ = cluster.kubectl_output(&["create", "namespace", "agents"]);
+    // deploy/operator-rbac.yaml is applied for real by every end-to-end test.
+    for file in ["examples/policies", "examples/rbac", "examples/delegation/agents.yaml"] {
+        let out = cluster.kubectl_output(&["apply", "--dry-run=server", "-f", file]);
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
