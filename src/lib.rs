@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod api;
 pub mod audit;
+pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod durations;

@@ -311,7 +311,12 @@ async fn grants_nothing_while_the_admission_policies_are_missing() {
     assert!(scenario::managed_objects(&w.admin).await.is_empty());
     let events = w.cluster.kubectl(&["get", "events", "-n", "agents", "-o", "jsonpath={.items[*].reason}"]);
     assert!(events.contains("AdmissionPoliciesMissing"), "{events}");
-    assert!(w.operator.log_lines().iter().any(|l| l["message"] == "not granting: admission policies missing"));
+    assert!(
+        w.operator
+            .log_lines()
+            .iter()
+            .any(|l| l["message"] == "not granting" && l["reason"] == "AdmissionPoliciesMissing")
+    );
 
     // Restored: the held request proceeds.
     w.cluster.install_crds_and_admission();

@@ -83,7 +83,7 @@ async fn hold(
     status.phase = Phase::Pending;
     if request.status.as_ref() != Some(&status) {
         if warning {
-            tracing::warn!(request = %request.name_any(), why = message, "not granting: admission policies missing");
+            tracing::warn!(request = %request.name_any(), reason, why = message, "not granting");
         }
         write_status(ctx, request, &status).await?;
         ctx.event(request, warning, reason, message).await;
