@@ -60,7 +60,8 @@ fn check_table() {
     let bot = "  requester: {user: \"system:serviceaccount:agents:bot\"}\n";
     let sre = "  requester: {user: alice, groups: [sre]}\n";
     // (name, request spec, extra args, exit code, matched policy, approvals, reason substring)
-    let rows: Vec<(&str, String, Vec<&str>, i32, Option<&str>, i64, &str)> = vec![
+    type Row = (&'static str, String, Vec<&'static str>, i32, Option<&'static str>, i64, &'static str);
+    let rows: Vec<Row> = vec![
         (
             "allowed",
             format!(
