@@ -44,6 +44,19 @@ pub struct Details<'a> {
     pub message: Option<&'a str>,
 }
 
+/// Text safe to record anywhere (status, annotations, logs): every control or
+/// invisible formatting character becomes U+FFFD. Admission already refuses
+/// them in purposes; this keeps a record writable should one slip through.
+pub fn plain_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let invisible = matches!(c, '\u{AD}' | '\u{61C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}');
+            if c.is_control() || invisible { '\u{FFFD}' } else { c }
+        })
+        .collect()
+}
+
 /// Writes one audit line: who, for whom, what, where, when, why, and the grant id.
 pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) {
     let spec = &request.spec;
@@ -84,7 +97,7 @@ pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) 
         agent = spec.for_agent.as_deref().unwrap_or(""),
         what = what.as_str(),
         namespaces = where_.as_str(),
-        purpose = spec.purpose.as_deref().unwrap_or(""),
+        purpose = plain_text(spec.purpose.as_deref().unwrap_or("")).as_str(),
         policy = details.policy.unwrap_or(""),
         expires_at = details.expires_at.as_deref().unwrap_or(""),
         identity = details.identity.as_deref().unwrap_or(""),

@@ -21,6 +21,14 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// What a user should read: the API server's own message where there is one.
+    pub fn user_message(&self) -> String {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => s.message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -129,9 +129,10 @@ async fn auto_approved_grant_works_in_scope_only_and_ends_at_expiry() {
 async fn approve(cluster: &Cluster, request: &str, approver: &str, decision: &str) {
     let client = cluster.impersonate(approver, &[]);
     let name = support::unique_name("approval");
+    let uid = Api::<AccessRequest>::namespaced(cluster.admin(), "agents").get(request).await.unwrap().metadata.uid;
     let a: AccessApproval = serde_json::from_value(json!({
         "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessApproval", "metadata": {"name": name},
-        "spec": {"request": request, "decision": decision, "approver": approver, "reason": "checked"}}))
+        "spec": {"request": request, "requestUID": uid, "decision": decision, "approver": approver, "reason": "checked"}}))
     .unwrap();
     Api::<AccessApproval>::namespaced(client, "agents").create(&PostParams::default(), &a).await.expect("approval");
 }

@@ -32,6 +32,13 @@ pub struct AccessApprovalSpec {
     /// Name of the AccessRequest (same namespace).
     #[schemars(length(min = 1, max = 253))]
     pub request: String,
+    /// uid of that AccessRequest (`kubectl jit approve` fills it in). With it,
+    /// the approval counts only for that very request; without it, only for a
+    /// request created at least a second before the approval, so an approval
+    /// never carries over to a request re-created under the same name.
+    #[serde(default, rename = "requestUID", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub request_uid: Option<String>,
     /// Approve or Deny. A single authorized Deny ends the request.
     pub decision: Decision,
     /// Username of the approver; must be the identity that creates this object.

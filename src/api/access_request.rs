@@ -42,6 +42,10 @@ use super::ObjectRef;
         .message("spec.clusterWide grants everywhere; leave spec.namespaces empty"),
     validation = Rule::new("!self.clusterWide || !has(self.role) || self.role.kind == 'ClusterRole'")
         .message("spec.clusterWide needs a ClusterRole (a Role exists in one namespace only)"),
+    validation = Rule::new("!has(self.rules) || self.rules.all(r, size(r.verbs) > 0 && ((has(r.resources) && size(r.resources) > 0 && has(r.apiGroups) && size(r.apiGroups) > 0) || (has(r.nonResourceURLs) && size(r.nonResourceURLs) > 0)))")
+        .message("every rule needs verbs, and apiGroups with resources (or nonResourceURLs)"),
+    validation = Rule::new("self.clusterWide || !has(self.rules) || self.rules.all(r, !has(r.nonResourceURLs) || size(r.nonResourceURLs) == 0)")
+        .message("nonResourceURLs can only be granted cluster-wide (spec.clusterWide: true)"),
     validation = immutable_spec(),
 )]
 #[serde(rename_all = "camelCase")]
@@ -110,8 +114,10 @@ pub struct AccessRequestSpec {
 }
 
 /// CEL that holds for text without control, zero-width or bidi-override characters.
-pub(crate) const PLAIN_TEXT_RULE: &str =
-    r"!self.matches('[\\x00-\\x1f\\x7f\\x{200B}-\\x{200F}\\x{202A}-\\x{202E}\\x{2060}-\\x{2069}\\x{FEFF}]')";
+/// C0 and C1 controls, DEL, soft hyphen, Arabic letter mark, Mongolian vowel
+/// separator, zero-width and bidi controls, line/paragraph separators, BOM,
+/// and the invisible tag characters that can hide text from human readers.
+pub(crate) const PLAIN_TEXT_RULE: &str = r"!self.matches('[\\x00-\\x1f\\x7f-\\x9f\\x{AD}\\x{61C}\\x{180E}\\x{200B}-\\x{200F}\\x{2028}-\\x{202E}\\x{2060}-\\x{206F}\\x{FEFF}\\x{FFF9}-\\x{FFFB}\\x{E0000}-\\x{E007F}]')";
 
 /// The spec may change only by setting `revoke`; everything else is fixed at
 /// creation so an approval always approves what it saw.

@@ -105,6 +105,8 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
     if let Some(parent) = delegation::parent_of(ctx, request) {
         return delegation::decide(request, ctx, status, &parent).await;
     }
+    // One decision at a time, so per-subject limits count every grant made.
+    let decision = ctx.decisions.lock().await;
     let agent = ctx.agent_of(request);
     let facts = ctx.facts_for(request, agent.as_deref());
     let policies = ctx.policies.state();
@@ -154,7 +156,15 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
         approval.message =
             format!("approved by {} under policy {}", count.tally.approved_by.join(", "), allowed.policy);
     }
-    transitions::approve(request, ctx, status, approval).await
+    let uid = request.uid().unwrap_or_default();
+    let subject = super::context::subject_key(request);
+    ctx.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.clone(), (subject, approval.policy.clone()));
+    drop(decision);
+    let result = transitions::approve(request, ctx, status, approval).await;
+    if result.is_err() {
+        ctx.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+    }
+    result
 }
 
 /// A request with a grant: keep it while everything holds, end it otherwise.
@@ -253,8 +263,12 @@ fn count_approvals(request: &AccessRequest, ctx: &Context, approvers: &Approvers
         .state()
         .into_iter()
         .filter(|a| a.namespace() == ns && a.spec.request == name)
-        // Approvals made before the request existed belong to an earlier request of that name.
-        .filter(|a| a.creation_timestamp() >= request.creation_timestamp())
+        .filter(|a| match &a.spec.request_uid {
+            Some(uid) => Some(uid) == request.metadata.uid.as_ref(),
+            // Timestamps have whole seconds: an approval from the same second
+            // may belong to an earlier request of that name, so it does not count.
+            None => a.creation_timestamp() > request.creation_timestamp(),
+        })
         .collect();
     approvals.sort_by_key(|a| (a.creation_timestamp().map(|t| t.0), a.name_any()));
     approval::count(approvals.iter().map(|a| &a.spec), &request.spec.requester.user, approvers, required)

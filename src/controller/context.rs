@@ -31,6 +31,12 @@ pub struct Context {
     pub recorder: Recorder,
     /// Trust domain of default SPIFFE IDs.
     pub trust_domain: String,
+    /// Held while a request is decided, so concurrent decisions see each
+    /// other's grants when enforcing per-subject limits.
+    pub decisions: tokio::sync::Mutex<()>,
+    /// Grants approved by this process that the cache may not show yet:
+    /// request uid → (subject, policy).
+    pub pending: std::sync::Mutex<BTreeMap<String, (String, String)>>,
 }
 
 impl Context {
@@ -49,6 +55,8 @@ impl Context {
             role_bindings: stores.role_bindings,
             cluster_role_bindings: stores.cluster_role_bindings,
             trust_domain,
+            decisions: tokio::sync::Mutex::new(()),
+            pending: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -97,6 +105,16 @@ impl Context {
                 *live_grants.entry(policy.clone()).or_insert(0) += 1;
             }
         }
+        let my_uid = request.uid().unwrap_or_default();
+        for (uid, (s, policy)) in self.pending.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let cached_live = self.requests.state().iter().any(|r| {
+                r.uid().as_deref() == Some(uid.as_str())
+                    && r.status.as_ref().is_some_and(|st| matches!(st.phase, Phase::Granted | Phase::Approved))
+            });
+            if *uid != my_uid && *s == subject && !cached_live {
+                *live_grants.entry(policy.clone()).or_insert(0) += 1;
+            }
+        }
         ClusterFacts {
             agent,
             namespace_labels,
@@ -124,7 +142,7 @@ impl Context {
 }
 
 /// Who a grant counts against: the agent if there is one, else the requester.
-fn subject_key(request: &AccessRequest) -> String {
+pub fn subject_key(request: &AccessRequest) -> String {
     match &request.spec.for_agent {
         Some(agent) => format!("agent:{}/{agent}", request.namespace().unwrap_or_default()),
         None => format!("user:{}", request.spec.requester.user),

@@ -69,6 +69,30 @@ pub async fn make(client: &Client, plan: &Plan) -> Result<Option<Secret>> {
     Ok(secret)
 }
 
+/// The roles a request names that do not exist: binding them would leave a
+/// binding that grants whatever is later created under that name.
+pub async fn missing_roles(client: &Client, spec: &crate::api::AccessRequestSpec) -> Result<Vec<String>> {
+    use crate::api::access_request::RoleKind;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    let Some(role) = &spec.role else { return Ok(Vec::new()) };
+    let mut missing = Vec::new();
+    match role.kind {
+        RoleKind::ClusterRole => {
+            if Api::<ClusterRole>::all(client.clone()).get_metadata_opt(&role.name).await?.is_none() {
+                missing.push(format!("ClusterRole {}", role.name));
+            }
+        }
+        RoleKind::Role => {
+            for ns in &spec.namespaces {
+                if Api::<Role>::namespaced(client.clone(), ns).get_metadata_opt(&role.name).await?.is_none() {
+                    missing.push(format!("Role {ns}/{}", role.name));
+                }
+            }
+        }
+    }
+    Ok(missing)
+}
+
 /// Deletes the recorded objects of a grant in revocation order: bindings,
 /// then identity, then roles; absent objects are fine.
 pub async fn delete_refs(client: &Client, refs: &[ObjectRef]) -> Result<usize> {

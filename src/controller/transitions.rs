@@ -50,7 +50,7 @@ pub async fn approve(
             None => request.spec.requester.user.clone(),
         },
         scope: delegation::scope_of(&request.spec),
-        purpose: request.spec.purpose.clone().unwrap_or_default(),
+        purpose: crate::audit::plain_text(request.spec.purpose.as_deref().unwrap_or_default()),
         delegated_at: Some(Time(now)),
         grant_id: id,
     });
@@ -122,6 +122,11 @@ pub async fn make(
     plan: Plan,
     expires_at: Timestamp,
 ) -> Result<Action> {
+    let missing = objects::missing_roles(&ctx.client, &request.spec).await?;
+    if !missing.is_empty() {
+        let why = format!("{} does not exist; nothing was granted", missing.join(", "));
+        return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
+    }
     let made = async {
         let secret = objects::make(&ctx.client, &plan).await?;
         let remaining = expires_at.duration_since(Timestamp::now()).as_secs();
@@ -135,7 +140,7 @@ pub async fn make(
         Err(e) => {
             // Fail closed: take down whatever was made, and say why.
             tracing::warn!(error = %e, request = %request.name_any(), "making the grant failed; revoking");
-            let why = format!("could not make the grant: {e}");
+            let why = format!("could not make the grant: {}", e.user_message());
             return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
         }
     };
@@ -192,6 +197,7 @@ pub async fn end_one(
     reason: &str,
     message: String,
 ) -> Result<Action> {
+    ctx.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&request.uid().unwrap_or_default());
     let mut status = request.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     if let Some(grant) = status.grant.as_mut() {

@@ -74,6 +74,7 @@ mod tests {
     fn approval(who: &str, decision: Decision, groups: &[&str]) -> AccessApprovalSpec {
         AccessApprovalSpec {
             request: "r".into(),
+            request_uid: None,
             decision,
             approver: who.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
