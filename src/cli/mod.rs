@@ -1,7 +1,15 @@
 //! `kubectl jit`: one module per command, each with its options, validation,
 //! run and examples; `main` in `src/bin/kubectl-jit.rs` only dispatches.
 
+pub mod approve;
 pub mod check;
+pub mod explain;
+pub mod get;
+pub mod output;
+pub mod request;
+pub mod revoke;
+pub mod session;
+pub mod whoami;
 
 /// Exit codes shared by the commands.
 pub mod exit {
@@ -24,5 +32,18 @@ pub struct CliError {
 impl CliError {
     pub fn bad_input(message: impl Into<String>) -> Self {
         CliError { message: message.into(), code: exit::BAD_INPUT }
+    }
+    /// The cluster refused or could not be reached.
+    pub fn cluster(message: impl Into<String>) -> Self {
+        CliError { message: message.into(), code: exit::DENIED }
+    }
+}
+
+impl From<kube::Error> for CliError {
+    fn from(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(s) => CliError::cluster(s.message),
+            other => CliError::cluster(other.to_string()),
+        }
     }
 }

@@ -13,13 +13,12 @@ use serde_json::json;
 
 use super::Cluster;
 
-/// What agents may do with kube-jit itself: ask, and read their requests.
+/// What agents may do with kube-jit itself: the role in examples/rbac/requester.yaml.
 pub async fn install_requester_role(admin: &Client) {
-    let role: ClusterRole = serde_json::from_value(json!({
-        "metadata": {"name": "kube-jit-requester"},
-        "rules": [{"apiGroups": ["kubejit.io"], "resources": ["accessrequests"],
-                   "verbs": ["create", "get", "list", "watch", "patch"]}]}))
-    .unwrap();
+    let role: ClusterRole = serde_yaml::from_str(
+        &std::fs::read_to_string(super::repo_root().join("examples/rbac/requester.yaml")).expect("requester.yaml"),
+    )
+    .expect("requester role");
     Api::<ClusterRole>::all(admin.clone())
         .patch("kube-jit-requester", &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&role))
         .await

@@ -1,0 +1,45 @@
+//! What every cluster-facing command needs: a client from the kubeconfig, who
+//! the API server says we are (SelfSubjectReview), and where requests live.
+
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::api::{Api, PostParams};
+use kube::{Client, Config};
+
+use super::CliError;
+use crate::names;
+
+/// A connected session.
+pub struct Session {
+    pub client: Client,
+    pub config: Config,
+    /// Username as the API server authenticated it.
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+impl Session {
+    /// Connects with the current kubeconfig (or in-cluster config) and asks the
+    /// API server who we are.
+    pub async fn connect() -> Result<Session, CliError> {
+        let config = Config::infer().await.map_err(|e| CliError::bad_input(format!("no usable kubeconfig: {e}")))?;
+        let client = Client::try_from(config.clone()).map_err(|e| CliError::cluster(format!("client: {e}")))?;
+        let review = Api::<SelfSubjectReview>::all(client.clone())
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await
+            .map_err(|e| CliError::cluster(format!("asking the API server who you are (SelfSubjectReview): {e}")))?;
+        let info = review.status.and_then(|s| s.user_info).unwrap_or_default();
+        Ok(Session { client, config, user: info.username.unwrap_or_default(), groups: info.groups.unwrap_or_default() })
+    }
+
+    /// Where requests are made and read: `--in` if given; else the requester's
+    /// own namespace when it is a ServiceAccount; else the kubeconfig's namespace.
+    pub fn request_namespace(&self, explicit: Option<&str>) -> String {
+        if let Some(ns) = explicit {
+            return ns.to_string();
+        }
+        match names::parse_service_account_username(&self.user) {
+            Some((ns, _)) => ns.to_string(),
+            None => self.config.default_namespace.clone(),
+        }
+    }
+}
