@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, and integration tests against a real local
-# control plane that this script starts for the run and stops afterwards.
+# control plane that this script starts for the run and stops afterwards,
+# after building the example agents' prerequisites (see below).
 # Extra arguments go to `cargo test` (for example a test name filter).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,6 +10,24 @@ command -v cargo >/dev/null || { echo "cargo is needed: https://rustup.rs" >&2; 
 command -v go >/dev/null || { echo "Go is needed to build the test control plane: https://go.dev/doc/install" >&2; exit 1; }
 
 hack/local-cluster.sh build
+
+# tests/example_agents.rs runs the example agents as a user would: the built
+# Rust example (target/debug/examples/agent; `cargo test` compiles examples
+# only as test harnesses) and the Python one, its requirements in a venv
+# cached outside the work tree, keyed by requirements and Python version.
+cargo build --examples
+requirements=examples/agents/python/requirements.txt
+key=$( { cat "$requirements"; python3 --version; } | sha256sum | cut -c1-16)
+venv="${KUBE_JIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-jit}/venv-$key"
+if [[ ! -e "$venv/.complete" ]]; then
+  echo "creating $venv for the Python example agent"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  touch "$venv/.complete"   # only a finished install counts; an interrupted one is redone
+fi
+export KUBE_JIT_PYTHON="$venv/bin/python"
+
 state=$(mktemp -d -t kube-jit-test.XXXXXX)
 export KUBE_JIT_TEST_CLUSTER_DIR="$state/cluster"
 cleanup() {

@@ -3,13 +3,15 @@
 //! arguments and call into this library.
 //!
 //! Decisions are pure modules (`policy`, `rbac`, `grant`, `durations`, `names`);
-//! `controller` is where the cluster is touched.
+//! `controller` is where the cluster is touched; `client` is the requester's
+//! side of it, for agents written in Rust.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod client;
 pub mod conditions;
 pub mod controller;
 pub mod durations;
