@@ -2,6 +2,7 @@
 //! run and examples; `main` in `src/bin/kubectl-jit.rs` only dispatches.
 
 pub mod check;
+pub mod inventory;
 
 /// Exit codes shared by the commands.
 pub mod exit {
@@ -11,6 +12,8 @@ pub mod exit {
     pub const DENIED: i32 = 1;
     /// Bad input: unreadable files, invalid YAML, missing fields.
     pub const BAD_INPUT: i32 = 2;
+    /// The cluster could not be read: no kubeconfig, unreachable, or forbidden.
+    pub const CLUSTER: i32 = 3;
 }
 
 /// An error the user can act on, with its exit code.
@@ -24,5 +27,9 @@ pub struct CliError {
 impl CliError {
     pub fn bad_input(message: impl Into<String>) -> Self {
         CliError { message: message.into(), code: exit::BAD_INPUT }
+    }
+
+    pub fn cluster(message: impl Into<String>) -> Self {
+        CliError { message: message.into(), code: exit::CLUSTER }
     }
 }
