@@ -162,7 +162,7 @@ async fn request_get_whoami_explain_approve_deny_describe_revoke() {
         &bot_kc,
         &["request", "--cluster-role", "admin", "-n", "team-a", "--for", "1m", "--purpose", "x", "--wait"],
     );
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("ended Denied"),
         "{}",

@@ -76,6 +76,34 @@ enum Command {
     ///   kubectl jit check -p p.yaml -r r.yaml --agent agent.yaml --namespace-labels payments:tier=prod
     #[command(verbatim_doc_comment)]
     Check(cli::check::CheckArgs),
+    /// List every ServiceAccount with its standing rights, legacy tokens and a risk class.
+    ///
+    /// The non-human identity inventory of the live cluster (current kubeconfig):
+    /// for each ServiceAccount, the RoleBindings and ClusterRoleBindings that give it
+    /// rights without asking (directly or through system:serviceaccounts groups;
+    /// kube-jit's own and Kubernetes' bootstrap bindings aside), legacy long-lived
+    /// token Secrets and when they were last used, the AgentIdentity registering it,
+    /// and whether kube-jit manages it.
+    ///
+    /// Risk classes, from the rules of the bound roles:
+    ///   critical  cluster-admin, reading Secrets, any wildcard verb or resource,
+    ///             escalate/bind/impersonate
+    ///   high      standing write verbs, or a legacy long-lived token
+    ///   medium    standing read-only RBAC
+    ///   low       nothing standing
+    ///   managed   kube-jit's time-boxed grant identities
+    ///
+    /// Needs list on serviceaccounts and secrets (metadata only; token values are
+    /// never read) in the namespace(s), and on roles, rolebindings, clusterroles and
+    /// clusterrolebindings cluster-wide (a binding anywhere can name a ServiceAccount).
+    ///
+    /// Examples:
+    ///   kubectl jit inventory
+    ///   kubectl jit inventory -n payments
+    ///   kubectl jit inventory -A -o json | jq '.serviceAccounts[] | select(.risk == "critical")'
+    ///   kubectl jit inventory -A --no-headers | awk '$3 == "high"'
+    #[command(verbatim_doc_comment)]
+    Inventory(cli::inventory::InventoryArgs),
 }
 
 fn main() {
@@ -107,5 +135,6 @@ async fn run(command: Command) -> Result<i32, CliError> {
         Command::Revoke(a) => cli::revoke::run(&a).await,
         Command::Whoami(a) => cli::whoami::run(&a).await,
         Command::Check(a) => cli::check::run(&a),
+        Command::Inventory(a) => cli::inventory::run(&a).await,
     }
 }

@@ -30,7 +30,7 @@ pub async fn run(args: &DecisionArgs, approve: bool) -> Result<i32, CliError> {
     let ns = session.request_namespace(args.namespace.as_deref());
     let request = Api::<AccessRequest>::namespaced(session.client.clone(), &ns).get(&args.name).await?;
     if let Some(phase) = request.status.as_ref().map(|s| s.phase).filter(|p| p.is_terminal()) {
-        return Err(CliError::cluster(format!(
+        return Err(CliError::denied(format!(
             "{} already ended {phase:?}; a decision would have no effect",
             args.name
         )));

@@ -5,6 +5,7 @@ pub mod approve;
 pub mod check;
 pub mod explain;
 pub mod get;
+pub mod inventory;
 pub mod output;
 pub mod request;
 pub mod revoke;
@@ -15,10 +16,12 @@ pub mod whoami;
 pub mod exit {
     /// Success (for `check`: the request would be allowed).
     pub const OK: i32 = 0;
-    /// The answer is no (for `check`: the request would be denied).
+    /// The answer is no: `check` would deny; a request ended without a grant.
     pub const DENIED: i32 = 1;
     /// Bad input: unreadable files, invalid YAML, missing fields.
     pub const BAD_INPUT: i32 = 2;
+    /// The cluster could not be read: no kubeconfig, unreachable, or forbidden.
+    pub const CLUSTER: i32 = 3;
 }
 
 /// An error the user can act on, with its exit code.
@@ -33,8 +36,14 @@ impl CliError {
     pub fn bad_input(message: impl Into<String>) -> Self {
         CliError { message: message.into(), code: exit::BAD_INPUT }
     }
+
     /// The cluster refused or could not be reached.
     pub fn cluster(message: impl Into<String>) -> Self {
+        CliError { message: message.into(), code: exit::CLUSTER }
+    }
+
+    /// The answer is no (a request was denied, or a decision would have no effect).
+    pub fn denied(message: impl Into<String>) -> Self {
         CliError { message: message.into(), code: exit::DENIED }
     }
 }

@@ -140,7 +140,7 @@ pub async fn wait(api: &Api<AccessRequest>, name: &str, timeout: Duration) -> Re
         match status.phase {
             Phase::Granted => return Ok(r),
             p if p.is_terminal() => {
-                return Err(CliError::cluster(format!(
+                return Err(CliError::denied(format!(
                     "{name} ended {p:?}: {}",
                     latest.map(|c| c.message.as_str()).unwrap_or("")
                 )));
@@ -148,7 +148,7 @@ pub async fn wait(api: &Api<AccessRequest>, name: &str, timeout: Duration) -> Re
             _ => {}
         }
         if start.elapsed() > timeout {
-            return Err(CliError::cluster(format!(
+            return Err(CliError::denied(format!(
                 "{name} not granted after {}: {last}",
                 crate::durations::format(timeout)
             )));

@@ -1,9 +1,11 @@
 //! Policy decisions, free of I/O: whether some AccessPolicy allows a request
-//! (`evaluate`) and whether its approvals suffice (`approval`).
+//! (`evaluate`), whether its approvals suffice (`approval`), and how risky an
+//! identity's standing rights are (`standing_privilege`, `risk`).
 
 pub mod approval;
 pub mod delegation;
 pub mod evaluate;
+pub mod risk;
 pub mod standing_privilege;
 
 pub use evaluate::{Allowed, ClusterFacts, Evaluation, evaluate};
