@@ -109,7 +109,7 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
     let decision = ctx.decisions.lock().await;
     let agent = ctx.agent_of(request);
     let facts = ctx.facts_for(request, agent.as_deref());
-    let policies = ctx.policies.state();
+    let policies = ctx.stores.policies.state();
     let policy_refs: Vec<_> = policies.iter().map(|p| p.as_ref()).collect();
     let evaluation = policy::evaluate(&request.namespace().unwrap_or_default(), &request.spec, &policy_refs, &facts);
     status.policy_evaluations = evaluation.verdicts.clone();
@@ -232,7 +232,7 @@ async fn live(
 fn still_allowed(request: &AccessRequest, ctx: &Context, status: &AccessRequestStatus) -> Result<(), String> {
     let agent = ctx.agent_of(request);
     let facts = ctx.facts_for(request, agent.as_deref());
-    let policies = ctx.policies.state();
+    let policies = ctx.stores.policies.state();
     let refs: Vec<_> = policies.iter().map(|p| p.as_ref()).collect();
     let evaluation = policy::evaluate(&request.namespace().unwrap_or_default(), &request.spec, &refs, &facts);
     if evaluation.verdicts.iter().any(|v| v.allowed && Some(&v.policy) == status.policy.as_ref()) {
@@ -247,7 +247,7 @@ fn still_allowed(request: &AccessRequest, ctx: &Context, status: &AccessRequestS
 
 /// An authorized denial that arrived after the grant was made.
 fn denied_after_grant(request: &AccessRequest, ctx: &Context, status: &AccessRequestStatus) -> Option<String> {
-    let policies = ctx.policies.state();
+    let policies = ctx.stores.policies.state();
     let policy = policies.iter().find(|p| Some(p.name_any()) == status.policy)?;
     if policy.spec.approval.mode != ApprovalMode::Manual {
         return None;
@@ -259,6 +259,7 @@ fn count_approvals(request: &AccessRequest, ctx: &Context, approvers: &Approvers
     let ns = request.namespace();
     let name = request.name_any();
     let mut approvals: Vec<_> = ctx
+        .stores
         .approvals
         .state()
         .into_iter()

@@ -38,6 +38,7 @@ pub async fn reconcile(agent: Arc<AgentIdentity>, ctx: Arc<Context>) -> Result<A
     let generation = agent.meta().generation;
 
     let requests: Vec<_> = ctx
+        .stores
         .requests
         .state()
         .into_iter()
@@ -82,8 +83,8 @@ pub async fn reconcile(agent: Arc<AgentIdentity>, ctx: Arc<Context>) -> Result<A
         },
     );
 
-    let role_bindings = ctx.role_bindings.state();
-    let cluster_role_bindings = ctx.cluster_role_bindings.state();
+    let role_bindings = ctx.stores.role_bindings.state();
+    let cluster_role_bindings = ctx.stores.cluster_role_bindings.state();
     let findings = standing_privilege::findings(
         &ns,
         &agent.spec.service_account_name,

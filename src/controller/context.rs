@@ -19,15 +19,8 @@ use crate::policy::ClusterFacts;
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
-    pub policies: Store<AccessPolicy>,
-    pub approvals: Store<AccessApproval>,
-    pub agents: Store<AgentIdentity>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub requests: Store<AccessRequest>,
-    pub admission_policies: Store<ValidatingAdmissionPolicy>,
-    pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
-    pub role_bindings: Store<RoleBinding>,
-    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    /// The caches decisions read from.
+    pub stores: Stores,
     pub recorder: Recorder,
     /// Trust domain of default SPIFFE IDs.
     pub trust_domain: String,
@@ -45,15 +38,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            policies: stores.policies,
-            approvals: stores.approvals,
-            agents: stores.agents,
-            namespaces: stores.namespaces,
-            requests: stores.requests,
-            admission_policies: stores.admission_policies,
-            admission_bindings: stores.admission_bindings,
-            role_bindings: stores.role_bindings,
-            cluster_role_bindings: stores.cluster_role_bindings,
+            stores,
             trust_domain,
             decisions: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(BTreeMap::new()),
@@ -77,11 +62,11 @@ impl Context {
     /// The cluster facts a policy decision about `request` needs, from the caches.
     pub fn facts_for<'a>(&self, request: &AccessRequest, agent: Option<&'a AgentIdentity>) -> ClusterFacts<'a> {
         let namespace_labels: BTreeMap<_, _> =
-            self.namespaces.state().iter().map(|ns| (ns.name_any(), ns.labels().clone())).collect();
+            self.stores.namespaces.state().iter().map(|ns| (ns.name_any(), ns.labels().clone())).collect();
         let subject = subject_key(request);
         let mut live_grants = BTreeMap::new();
         let mut recent_requests = Vec::new();
-        for other in self.requests.state() {
+        for other in self.stores.requests.state() {
             // Only earlier requests count against a cap, so a later one never
             // withdraws a grant already made.
             // Only earlier requests count against a cap (creation time, then
@@ -107,7 +92,7 @@ impl Context {
         }
         let my_uid = request.uid().unwrap_or_default();
         for (uid, (s, policy)) in self.pending.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let cached_live = self.requests.state().iter().any(|r| {
+            let cached_live = self.stores.requests.state().iter().any(|r| {
                 r.uid().as_deref() == Some(uid.as_str())
                     && r.status.as_ref().is_some_and(|st| matches!(st.phase, Phase::Granted | Phase::Approved))
             });
@@ -128,8 +113,8 @@ impl Context {
     /// Whether the admission policies that make requesters and approvers
     /// unspoofable are installed, bound and enforcing.
     pub fn admission_ready(&self) -> Result<(), String> {
-        let policies = self.admission_policies.state();
-        let bindings = self.admission_bindings.state();
+        let policies = self.stores.admission_policies.state();
+        let bindings = self.stores.admission_bindings.state();
         crate::admission::check(policies.iter().map(|p| p.as_ref()), bindings.iter().map(|b| b.as_ref()))
     }
 
@@ -137,7 +122,7 @@ impl Context {
     pub fn agent_of(&self, request: &AccessRequest) -> Option<std::sync::Arc<AgentIdentity>> {
         let name = request.spec.for_agent.as_ref()?;
         let ns = request.namespace()?;
-        self.agents.get(&ObjectRef::new(name).within(&ns))
+        self.stores.agents.get(&ObjectRef::new(name).within(&ns))
     }
 }
 

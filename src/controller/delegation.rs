@@ -25,7 +25,7 @@ pub fn parent_of(ctx: &Context, request: &AccessRequest) -> Option<Arc<AccessReq
     if !sa.starts_with("jit-") {
         return None;
     }
-    ctx.requests.state().into_iter().find(|r| {
+    ctx.stores.requests.state().into_iter().find(|r| {
         r.status.as_ref().and_then(|s| s.grant.as_ref()).and_then(|g| g.username.as_ref())
             == Some(&request.spec.requester.user)
     })
@@ -58,7 +58,7 @@ pub async fn decide(
         Err(why) => return transitions::deny(request, ctx, status, reasons::DELEGATION_DENIED, why).await,
     };
     let policy_name = parent.status.as_ref().and_then(|s| s.policy.clone()).unwrap_or_default();
-    let policies = ctx.policies.state();
+    let policies = ctx.stores.policies.state();
     let policy = policies.iter().find(|p| p.name_any() == policy_name);
     let role_rules = match (&parent.spec.role, &request.spec.rules) {
         (Some(role), Some(_)) if role.kind == RoleKind::ClusterRole => {
@@ -104,6 +104,7 @@ pub fn parent_still_live(ctx: &Context, status: &AccessRequestStatus) -> Result<
     let chain = &status.delegation_chain;
     let parent_id = &chain[chain.len().saturating_sub(2)].grant_id;
     let parent = ctx
+        .stores
         .requests
         .state()
         .into_iter()
@@ -118,6 +119,7 @@ pub fn parent_still_live(ctx: &Context, status: &AccessRequestStatus) -> Result<
 /// from grant `grant_id`.
 pub async fn end_descendants(ctx: &Context, grant_id: &str, name: &str) {
     let below: Vec<_> = ctx
+        .stores
         .requests
         .state()
         .into_iter()

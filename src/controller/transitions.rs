@@ -99,7 +99,7 @@ fn plan_for(
     expires_at: Timestamp,
 ) -> Result<Plan> {
     let ns = request.namespace().unwrap_or_default();
-    let policy = ctx.policies.state().into_iter().find(|p| p.name_any() == policy);
+    let policy = ctx.stores.policies.state().into_iter().find(|p| p.name_any() == policy);
     let holders = Holders {
         token_minter: ctx.agent_of(request).map(|a| names::service_account_username(&ns, &a.spec.service_account_name)),
         may_delegate: policy.is_some_and(|p| p.spec.delegation.allowed),
