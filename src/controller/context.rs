@@ -64,39 +64,35 @@ impl Context {
         let namespace_labels: BTreeMap<_, _> =
             self.stores.namespaces.state().iter().map(|ns| (ns.name_any(), ns.labels().clone())).collect();
         let subject = subject_key(request);
+        let my_uid = request.uid().unwrap_or_default();
         let mut live_grants = BTreeMap::new();
         let mut recent_requests = Vec::new();
+        // Uids the cache already shows live, so pending grants are not counted twice.
+        let mut cached_live = std::collections::BTreeSet::new();
+        let order = |r: &AccessRequest| (r.creation_timestamp().map(|t| t.0), r.name_any());
         for other in self.stores.requests.state() {
-            // Only earlier requests count against a cap, so a later one never
-            // withdraws a grant already made.
+            let uid = other.uid().unwrap_or_default();
+            let live = other.status.as_ref().is_some_and(|s| matches!(s.phase, Phase::Granted | Phase::Approved));
+            if live {
+                cached_live.insert(uid.clone());
+            }
+            if uid == my_uid || subject_key(&other) != subject {
+                continue;
+            }
             // Only earlier requests count against a cap (creation time, then
             // name, as timestamps have whole seconds), so a later request never
             // withdraws a grant already made.
-            let order = |r: &AccessRequest| (r.creation_timestamp().map(|t| t.0), r.name_any());
-            if other.uid() != request.uid()
-                && subject_key(&other) == subject
-                && order(&other) < order(request)
+            if order(&other) < order(request)
                 && let Some(t) = other.creation_timestamp()
             {
                 recent_requests.push(t.0);
             }
-            let Some(status) = &other.status else { continue };
-            let live = matches!(status.phase, Phase::Granted | Phase::Approved);
-            if live
-                && other.uid() != request.uid()
-                && subject_key(&other) == subject
-                && let Some(policy) = &status.policy
-            {
+            if live && let Some(policy) = other.status.as_ref().and_then(|s| s.policy.as_ref()) {
                 *live_grants.entry(policy.clone()).or_insert(0) += 1;
             }
         }
-        let my_uid = request.uid().unwrap_or_default();
         for (uid, (s, policy)) in self.pending.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let cached_live = self.stores.requests.state().iter().any(|r| {
-                r.uid().as_deref() == Some(uid.as_str())
-                    && r.status.as_ref().is_some_and(|st| matches!(st.phase, Phase::Granted | Phase::Approved))
-            });
-            if *uid != my_uid && *s == subject && !cached_live {
+            if *uid != my_uid && *s == subject && !cached_live.contains(uid) {
                 *live_grants.entry(policy.clone()).or_insert(0) += 1;
             }
         }

@@ -101,15 +101,6 @@ impl Plan {
         v
     }
 
-    /// Objects grouped by revocation stage, in revocation order.
-    pub fn revocation_stages(&self) -> Vec<Vec<&Managed>> {
-        [Stage::Bindings, Stage::Identity, Stage::Roles]
-            .into_iter()
-            .map(|s| self.objects.iter().filter(|o| o.stage() == s).collect::<Vec<_>>())
-            .filter(|v| !v.is_empty())
-            .collect()
-    }
-
     /// The ephemeral ServiceAccount, if the grant has one.
     pub fn service_account(&self) -> Option<&ServiceAccount> {
         self.objects.iter().find_map(|o| match o {
@@ -356,9 +347,8 @@ mod tests {
         let refs: Vec<String> = p.objects.iter().map(|o| format!("{:?}", o.object_ref())).collect();
         assert_eq!(p.objects.len(), 5, "{refs:#?}");
         assert_eq!(p.holder.namespace, "agents");
-        let stages = p.revocation_stages();
-        assert!(stages[0].iter().all(|o| o.stage() == Stage::Bindings));
-        assert_eq!(stages[0].len(), 3, "two grant bindings and the token binding");
+        let bindings = p.objects.iter().filter(|o| o.stage() == Stage::Bindings).count();
+        assert_eq!(bindings, 3, "two grant bindings and the token binding");
         for o in &p.objects {
             let m = o.metadata();
             assert!(names::is_dns1123_label(m.name.as_deref().unwrap()));
