@@ -13,28 +13,25 @@ use serde_json::json;
 
 use super::Cluster;
 
+/// Applies the ClusterRole named `name` shipped in `examples/rbac/<file>`.
+async fn apply_example_role(admin: &Client, file: &str, name: &str) {
+    let path = super::repo_root().join("examples/rbac").join(file);
+    let role: ClusterRole =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("example role")).expect("example role YAML");
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(name, &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&role))
+        .await
+        .expect("apply example role");
+}
+
 /// What agents may do with kube-jit itself: the role in examples/rbac/requester.yaml.
 pub async fn install_requester_role(admin: &Client) {
-    let role: ClusterRole = serde_yaml::from_str(
-        &std::fs::read_to_string(super::repo_root().join("examples/rbac/requester.yaml")).expect("requester.yaml"),
-    )
-    .expect("requester role");
-    Api::<ClusterRole>::all(admin.clone())
-        .patch("kube-jit-requester", &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&role))
-        .await
-        .expect("requester role");
+    apply_example_role(admin, "requester.yaml", "kube-jit-requester").await;
 }
 
 /// Lets `users` create AccessApprovals in `namespace` (the role in examples/rbac/approver.yaml).
 pub async fn grant_approver_role(admin: &Client, namespace: &str, users: &[&str]) {
-    let role: ClusterRole = serde_yaml::from_str(
-        &std::fs::read_to_string(super::repo_root().join("examples/rbac/approver.yaml")).expect("approver.yaml"),
-    )
-    .expect("approver role");
-    Api::<ClusterRole>::all(admin.clone())
-        .patch("kube-jit-approver", &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&role))
-        .await
-        .expect("approver role");
+    apply_example_role(admin, "approver.yaml", "kube-jit-approver").await;
     let subjects: Vec<_> = users
         .iter()
         .map(|u| match kube_jit::names::parse_service_account_username(u) {
