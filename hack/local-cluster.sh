@@ -335,4 +335,5 @@ main() {
 }
 
 # Called on one line with exit, so editing this file while it runs is harmless.
-main "$@"; exit $?
+# Sourced (by other hack/ scripts, for its helpers), it defines functions only.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; exit $?; fi
