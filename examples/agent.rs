@@ -81,6 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             duration: Some(args.duration.clone()),
             purpose: Some(args.purpose.clone()),
             delivery: Delivery::default(),
+            extensions: Vec::new(),
             revoke: false,
         },
         status: None,

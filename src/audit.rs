@@ -17,6 +17,8 @@ pub enum AuditEvent {
     TokenIssued,
     Revoked,
     Expired,
+    Extended,
+    ExtensionRefused,
 }
 
 impl AuditEvent {
@@ -29,6 +31,8 @@ impl AuditEvent {
             AuditEvent::TokenIssued => "token-issued",
             AuditEvent::Revoked => "revoked",
             AuditEvent::Expired => "expired",
+            AuditEvent::Extended => "extended",
+            AuditEvent::ExtensionRefused => "extension-refused",
         }
     }
 }

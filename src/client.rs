@@ -149,6 +149,55 @@ pub async fn revoke(requests: &Api<AccessRequest>, name: &str) -> kube::Result<A
     requests.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await
 }
 
+/// Asks to extend a live grant by `by` (`15m`), appending to `spec.extensions`
+/// (only the requester may). Returns how many extensions the request now asks
+/// for, the count [`wait_for_extension`] waits for. The append is conditional
+/// on the resourceVersion read, so concurrent extensions are never lost.
+pub async fn extend(requests: &Api<AccessRequest>, name: &str, by: &str) -> kube::Result<usize> {
+    let mut attempts = 0;
+    loop {
+        let current = requests.get(name).await?;
+        let mut extensions = current.spec.extensions.clone();
+        extensions.push(by.to_string());
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": current.resource_version()},
+            "spec": {"extensions": extensions},
+        });
+        match requests.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(extensions.len()),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits until the operator has answered the `count`th extension; returns the
+/// request with that answer in `status.extensions`.
+pub async fn wait_for_extension(
+    requests: &Api<AccessRequest>,
+    name: &str,
+    count: usize,
+    timeout: Duration,
+) -> Result<AccessRequest, WaitError> {
+    let answered = move |r: Option<&AccessRequest>| {
+        r.is_none_or(|r| {
+            let status = r.status.as_ref();
+            status.is_some_and(|s| s.extensions.len() >= count || s.phase.is_terminal())
+        })
+    };
+    match tokio::time::timeout(timeout, await_condition(requests.clone(), name, answered)).await {
+        Ok(Ok(Some(r))) => Ok(r),
+        Ok(Ok(None)) => Err(WaitError::Deleted(name.to_string())),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => {
+            let r = requests.get(name).await?;
+            let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
+            let explanation = "the operator has not answered the extension yet".to_string();
+            Err(WaitError::Timeout { name: name.to_string(), phase, timeout, explanation })
+        }
+    }
+}
+
 /// `namespace/name` of a request, for messages.
 pub fn describe(request: &AccessRequest) -> String {
     format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any())

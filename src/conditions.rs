@@ -13,6 +13,8 @@ pub mod types {
     pub const EXPIRED: &str = "Expired";
     pub const REVOKED: &str = "Revoked";
     pub const FAILED: &str = "Failed";
+    /// The latest extension's answer (True: extended; False: refused, grant unchanged).
+    pub const EXTENDED: &str = "Extended";
 }
 
 /// Reasons, as constants so tests, Events and metrics agree.
@@ -37,6 +39,8 @@ pub mod reasons {
     pub const PARENT_REVOKED: &str = "ParentRevoked";
     pub const DELEGATION_DENIED: &str = "DelegationDenied";
     pub const DELEGATED: &str = "Delegated";
+    pub const EXTENDED: &str = "Extended";
+    pub const EXTENSION_REFUSED: &str = "ExtensionRefused";
 }
 
 /// Sets a condition, keeping `lastTransitionTime` when the status is unchanged.

@@ -126,7 +126,7 @@ async fn schema_rules_reject_bad_access_requests_at_admission() {
 }
 
 #[tokio::test]
-async fn access_request_spec_is_immutable_except_revoke() {
+async fn access_request_spec_is_immutable_except_revoke_and_appended_extensions() {
     let cluster = Cluster::shared();
     let client = cluster.admin();
     let ns = TestNamespace::create(&client, cluster, "crd-immutable").await;
@@ -141,6 +141,25 @@ async fn access_request_spec_is_immutable_except_revoke() {
     assert!(String::from_utf8_lossy(&widened.stderr).contains("spec is immutable after creation"));
     let longer = patch(r#"{"spec":{"duration":"9h"}}"#);
     assert!(!longer.status.success());
+
+    // Extensions may only be appended, each a valid non-zero duration.
+    assert!(patch(r#"{"spec":{"extensions":["15m"]}}"#).status.success());
+    assert!(patch(r#"{"spec":{"extensions":["15m","5m"]}}"#).status.success());
+    for (rewrite, why) in [
+        (r#"{"spec":{"extensions":["5m"]}}"#, "spec is immutable after creation"),
+        (r#"{"spec":{"extensions":["1h","5m"]}}"#, "spec is immutable after creation"),
+        (r#"{"spec":{"extensions":null}}"#, "spec is immutable after creation"),
+        (r#"{"spec":{"extensions":["15m","5m","0s"]}}"#, "each extension must look like 90s"),
+        (r#"{"spec":{"extensions":["15m","5m","soon"]}}"#, "each extension must look like 90s"),
+    ] {
+        let out = patch(rewrite);
+        assert!(!out.status.success(), "{rewrite} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{rewrite}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     assert!(patch(r#"{"spec":{"revoke":true}}"#).status.success());
     let unrevoke = patch(r#"{"spec":{"revoke":false}}"#);

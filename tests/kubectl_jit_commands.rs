@@ -170,3 +170,108 @@ async fn request_get_whoami_explain_approve_deny_describe_revoke() {
     );
     drop(operator);
 }
+
+#[tokio::test]
+async fn extend_moves_the_expiry_only_as_far_as_the_policy_allows() {
+    let cluster = Cluster::dedicated();
+    let admin = cluster.admin();
+    for ns in ["agents", "team-a", "team-b"] {
+        scenario::create_namespace(&admin, ns, json!({})).await;
+    }
+    scenario::install_requester_role(&admin).await;
+    let bot = Agent::create(&cluster, &admin, "agents", "deploy-bot").await;
+    let other = Agent::create(&cluster, &admin, "agents", "other-bot").await;
+    let subjects = json!({"serviceAccounts": [
+        {"namespace": "agents", "name": "deploy-bot"}, {"namespace": "agents", "name": "other-bot"}]});
+    scenario::apply_policy(
+        &admin,
+        "extendable",
+        json!({"subjects": subjects, "grants": {"clusterRoles": ["view"], "namespaces": {"names": ["team-a"]}},
+               "duration": {"default": "20s", "max": "50s"}, "extension": {"allowed": true, "maxExtensions": 2}}),
+    )
+    .await;
+    scenario::apply_policy(
+        &admin,
+        "fixed",
+        json!({"subjects": subjects, "grants": {"clusterRoles": ["view"], "namespaces": {"names": ["team-b"]}},
+               "duration": {"default": "1m", "max": "1h"}}),
+    )
+    .await;
+    let operator = Operator::start(&cluster, &["--sweep-interval", "2"]).await;
+    operator.wait_started().await;
+    let bot_kc = kubeconfig_for(&cluster, &bot);
+    let other_kc = kubeconfig_for(&cluster, &other);
+    let ask = |name: &'static str, ns: &'static str, duration: &'static str| {
+        ["request", name, "--cluster-role", "view", "-n", ns, "--for", duration, "--purpose", "INC-9", "--wait"]
+    };
+
+    ok(jit(&bot_kc, &ask("short", "team-a", "20s")));
+    let granted = scenario::wait_phase(&admin, "agents", "short", Phase::Granted, Duration::from_secs(10)).await;
+    let first_expiry = scenario::expires_at(&granted);
+    let token = bot.mint(&granted).await.unwrap();
+    let grant_client = cluster.client_with_token(&token);
+
+    // Bad input and other identities are refused before anything changes.
+    let bad = jit(&bot_kc, &["extend", "short", "--by", "soon"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    let stranger = jit(&other_kc, &["extend", "short", "--by", "10s"]);
+    assert_eq!(stranger.status.code(), Some(3), "{}", String::from_utf8_lossy(&stranger.stderr));
+    assert!(String::from_utf8_lossy(&stranger.stderr).contains("only the requester"), "{stranger:?}");
+
+    // Within the maximum: extended, on status and on every object.
+    let extended = ok(jit(&bot_kc, &["extend", "short", "--by", "20s"]));
+    assert!(extended.contains("extended by 20s: the grant now ends at"), "{extended}");
+    let r = scenario::wait_phase(&admin, "agents", "short", Phase::Granted, Duration::from_secs(1)).await;
+    let new_expiry = scenario::expires_at(&r);
+    assert_eq!(new_expiry.duration_since(first_expiry).as_secs(), 20, "{first_expiry} -> {new_expiry}");
+    let objects = &r.status.as_ref().unwrap().grant.as_ref().unwrap().objects;
+    for o in objects.iter().filter(|o| o.kind == "RoleBinding" || o.kind == "ServiceAccount") {
+        let annotations = match o.kind.as_str() {
+            "RoleBinding" => {
+                let api = kube::Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), &o.namespace);
+                api.get(&o.name).await.unwrap().metadata.annotations.unwrap_or_default()
+            }
+            _ => {
+                let api =
+                    kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &o.namespace);
+                api.get(&o.name).await.unwrap().metadata.annotations.unwrap_or_default()
+            }
+        };
+        assert_eq!(annotations[kube_jit::names::EXPIRES_AT_ANNOTATION], new_expiry.to_string(), "{o:?}");
+    }
+
+    // Past the maximum (20s + 20s + 20s > 50s): refused, expiry unchanged.
+    let refused = jit(&bot_kc, &["extend", "short", "--by", "20s"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("more than policy extendable's maximum 50s"), "{why}");
+    let r = scenario::wait_phase(&admin, "agents", "short", Phase::Granted, Duration::from_secs(1)).await;
+    assert_eq!(scenario::expires_at(&r), new_expiry);
+    let described = ok(jit(&bot_kc, &["describe", "short"]));
+    assert!(described.contains("Extensions:") && described.contains("refused  extension by 20s"), "{described}");
+
+    // A policy without extension refuses it.
+    ok(jit(&bot_kc, &ask("fixed-one", "team-b", "1m")));
+    let no = jit(&bot_kc, &["extend", "fixed-one", "--by", "1m"]);
+    assert_eq!(no.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no.stderr).contains("policy fixed does not allow extension"), "{no:?}");
+
+    // The extension is real: the token still works after the first expiry,
+    // and stops at the new one.
+    scenario::sleep_until(first_expiry + jiff::SignedDuration::from_secs(2)).await;
+    assert_eq!(scenario::list_pods_status(&grant_client, "team-a").await, 200, "revoked at the old expiry");
+    scenario::sleep_until(new_expiry).await;
+    scenario::wait_pods_status(&grant_client, "team-a", 403, Duration::from_secs(5)).await;
+    let lag = jiff::Timestamp::now().duration_since(new_expiry);
+    println!("extended grant: new expiresAt -> 403 in {} ms", lag.as_millis());
+    scenario::wait_phase(&admin, "agents", "short", Phase::Expired, Duration::from_secs(5)).await;
+
+    // An ended grant cannot be extended.
+    let late = jit(&bot_kc, &["extend", "short", "--by", "10s"]);
+    assert_eq!(late.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&late.stderr).contains("only a live grant can be extended"), "{late:?}");
+    ok(jit(&bot_kc, &["revoke", "fixed-one"]));
+    scenario::wait_phase(&admin, "agents", "fixed-one", Phase::Revoked, Duration::from_secs(10)).await;
+    assert_eq!(scenario::managed_objects(&admin).await, Vec::<String>::new());
+    drop(operator);
+}

@@ -45,6 +45,10 @@ pub struct AccessPolicySpec {
     /// Whether holders of grants from this policy may delegate part of them.
     #[serde(default)]
     pub delegation: DelegationRule,
+    /// Whether a live grant may be extended (`kubectl jit extend`), and how often.
+    /// An extended grant's whole life never exceeds `duration.max`.
+    #[serde(default)]
+    pub extension: ExtensionRule,
 }
 
 /// Subjects a policy applies to.
@@ -238,4 +242,23 @@ pub struct DelegationRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10))]
     pub max_depth: Option<i32>,
+}
+
+/// Extension of live grants made under a policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionRule {
+    /// The requester may extend a live grant; each extension is checked
+    /// against this policy when it is asked for.
+    #[serde(default)]
+    pub allowed: bool,
+    /// Most extensions one grant may receive (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_extensions: Option<i32>,
+}
+
+impl ExtensionRule {
+    /// Extensions allowed when `maxExtensions` is not set.
+    pub const DEFAULT_MAX: i32 = 3;
 }

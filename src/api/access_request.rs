@@ -107,6 +107,16 @@ pub struct AccessRequestSpec {
     #[serde(default)]
     pub delivery: Delivery,
 
+    /// Extensions of the live grant, oldest first (`kubectl jit extend NAME --by 15m`).
+    /// Append-only, and only the requester may append; the operator answers each
+    /// in `status.extensions`, granting it only where the matched policy allows
+    /// extension and the grant's whole life stays within the policy's maximum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 20)))]
+    #[x_kube(validation = Rule::new(format!("self.all(e, e.matches('{}') && duration(e) > duration('0s'))", crate::durations::PATTERN))
+        .message("each extension must look like 90s, 15m or 1h30m and be more than zero"))]
+    pub extensions: Vec<String>,
+
     /// Set to true to end the grant now. It cannot be set back.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self || !oldSelf").message("a revoked request cannot be un-revoked"))]
@@ -130,8 +140,14 @@ fn immutable_spec() -> Rule {
     for f in ["requester", "namespaces", "clusterWide", "delivery"] {
         parts.push(format!("self.{f} == oldSelf.{f}"));
     }
+    // Extensions may only be appended.
+    parts.push(
+        "(!has(oldSelf.extensions) || (has(self.extensions) && size(self.extensions) >= size(oldSelf.extensions) \
+         && self.extensions.slice(0, size(oldSelf.extensions)) == oldSelf.extensions))"
+            .into(),
+    );
     Rule::new(parts.join(" && "))
-        .message("spec is immutable after creation (only spec.revoke may be set to true); create a new AccessRequest instead")
+        .message("spec is immutable after creation (only spec.revoke may be set to true, and spec.extensions appended to); create a new AccessRequest instead")
         .reason(Reason::FieldValueForbidden)
 }
 
@@ -251,6 +267,27 @@ pub struct AccessRequestStatus {
     /// first; a request nobody delegated has a chain of one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delegation_chain: Vec<DelegationHop>,
+    /// The answer to each of `spec.extensions`, in the same order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<ExtensionOutcome>,
+}
+
+/// The operator's answer to one extension.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionOutcome {
+    /// The extension asked for (`15m`).
+    pub by: String,
+    /// Whether the grant was extended.
+    pub granted: bool,
+    /// Why, in words.
+    pub message: String,
+    /// When it was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Time>,
+    /// The grant's expiry after this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
 }
 
 /// One hop of a delegation chain.

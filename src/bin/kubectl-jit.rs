@@ -59,6 +59,16 @@ enum Command {
     /// Example: kubectl jit revoke deploy-1 -n agents
     #[command(verbatim_doc_comment)]
     Revoke(cli::revoke::RevokeArgs),
+    /// Ask for more time on a live grant you requested; waits for the operator's answer.
+    ///
+    /// Granted only where the matched policy allows extension (spec.extension), at
+    /// most maxExtensions times, and never past the policy's maximum duration counted
+    /// from the grant's start (nor past the parent grant of a delegated one). Exit 0
+    /// extended, 1 refused (the message says why), 2 bad input, 3 cluster error.
+    ///
+    /// Example: kubectl jit extend deploy-1 -n agents --by 15m
+    #[command(verbatim_doc_comment)]
+    Extend(cli::extend::ExtendArgs),
     /// Who you are to the API server, the AgentIdentity that registers you, your live grants.
     Whoami(cli::whoami::WhoamiArgs),
     /// Check offline whether policies would allow a request (exit 0 allowed, 1 denied, 2 bad input).
@@ -133,6 +143,7 @@ async fn run(command: Command) -> Result<i32, CliError> {
         Command::Approve(a) => cli::approve::run(&a, true).await,
         Command::Deny(a) => cli::approve::run(&a, false).await,
         Command::Revoke(a) => cli::revoke::run(&a).await,
+        Command::Extend(a) => cli::extend::run(&a).await,
         Command::Whoami(a) => cli::whoami::run(&a).await,
         Command::Check(a) => cli::check::run(&a),
         Command::Inventory(a) => cli::inventory::run(&a).await,

@@ -60,6 +60,12 @@ pub async fn run(args: &ExplainArgs, full: bool) -> Result<i32, CliError> {
                 out.push_str(&format!("  {} {}/{}\n", o.kind, o.namespace, o.name));
             }
         }
+        if !status.extensions.is_empty() {
+            out.push_str("Extensions:\n");
+            for e in &status.extensions {
+                out.push_str(&format!("  {:<8} {}\n", if e.granted { "granted" } else { "refused" }, e.message));
+            }
+        }
         let events = match Api::<Event>::namespaced(session.client.clone(), &ns)
             .list(&ListParams::default().fields(&format!("regarding.name={}", args.name)))
             .await

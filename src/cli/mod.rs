@@ -4,6 +4,7 @@
 pub mod approve;
 pub mod check;
 pub mod explain;
+pub mod extend;
 pub mod get;
 pub mod inventory;
 pub mod output;

@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::transitions::{self, Approval, end, write_status};
-use super::{delegation, objects};
+use super::{delegation, extension, objects};
 use crate::api::access_policy::{ApprovalMode, Approvers};
 use crate::api::access_request::{AccessRequest, AccessRequestStatus, GrantStatus, Phase};
 use crate::audit::{self, AuditEvent, Details};
@@ -224,6 +224,9 @@ async fn live(
             );
             return end(request, ctx, Phase::Revoked, reasons::MANAGED_OBJECT_DELETED, why).await;
         }
+    }
+    if extension::pending(request, &status) {
+        return extension::extend(request, ctx, status, expires_at).await;
     }
     Ok(transitions::until(expires_at))
 }

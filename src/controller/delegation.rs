@@ -99,17 +99,29 @@ fn agent_usable(ctx: &Context, request: &AccessRequest) -> Result<(), String> {
     Ok(())
 }
 
-/// A delegated grant's parent must still be live.
-pub fn parent_still_live(ctx: &Context, status: &AccessRequestStatus) -> Result<(), String> {
+/// The request holding the parent grant of a delegated grant, from the cache.
+fn parent_grant(ctx: &Context, status: &AccessRequestStatus) -> (String, Option<Arc<AccessRequest>>) {
     let chain = &status.delegation_chain;
-    let parent_id = &chain[chain.len().saturating_sub(2)].grant_id;
+    let parent_id = chain[chain.len().saturating_sub(2)].grant_id.clone();
     let parent = ctx
         .stores
         .requests
         .state()
         .into_iter()
-        .find(|r| r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some_and(|g| &g.id == parent_id))
-        .ok_or_else(|| format!("parent grant {parent_id} no longer exists"))?;
+        .find(|r| r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some_and(|g| g.id == parent_id));
+    (parent_id, parent)
+}
+
+/// When the parent grant of a delegated grant ends.
+pub fn parent_expiry(ctx: &Context, status: &AccessRequestStatus) -> Option<Timestamp> {
+    let (_, parent) = parent_grant(ctx, status);
+    parent?.status.as_ref()?.grant.as_ref()?.expires_at.as_ref().map(|t| t.0)
+}
+
+/// A delegated grant's parent must still be live.
+pub fn parent_still_live(ctx: &Context, status: &AccessRequestStatus) -> Result<(), String> {
+    let (parent_id, parent) = parent_grant(ctx, status);
+    let parent = parent.ok_or_else(|| format!("parent grant {parent_id} no longer exists"))?;
     let s = parent.status.clone().unwrap_or_default();
     let live = s.phase == Phase::Granted && s.grant.as_ref().is_some_and(|g| g.revoked_at.is_none());
     if live { Ok(()) } else { Err(format!("parent grant {parent_id} is {:?}", s.phase)) }

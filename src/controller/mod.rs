@@ -5,6 +5,7 @@ pub mod access_request;
 pub mod agent_identity;
 pub mod context;
 pub mod delegation;
+pub mod extension;
 pub mod objects;
 pub mod sweep;
 pub mod transitions;

@@ -155,10 +155,16 @@ pub async fn delete_by_ref(client: &Client, kind: &str, namespace: &str, name: &
 /// Secret's metadata never drops it. `applied` is the Secret as `make` left it;
 /// returns false when it already holds a token.
 pub async fn fill_token_secret(client: &Client, plan: &Plan, applied: &Secret, remaining_secs: i64) -> Result<bool> {
-    let (Some(sa), Some(secret)) = (plan.service_account(), plan.token_secret()) else { return Ok(false) };
     if applied.data.as_ref().is_some_and(|d| d.contains_key("token")) {
         return Ok(false);
     }
+    mint_into_secret(client, plan, applied, remaining_secs).await
+}
+
+/// Mints a fresh Secret-bound token into the grant's Secret, replacing any
+/// token there (after an extension, so the token lasts as long as the grant).
+pub async fn mint_into_secret(client: &Client, plan: &Plan, applied: &Secret, remaining_secs: i64) -> Result<bool> {
+    let (Some(sa), Some(secret)) = (plan.service_account(), plan.token_secret()) else { return Ok(false) };
     let ns = secret.metadata.namespace.clone().unwrap_or_default();
     let name = secret.metadata.name.clone().unwrap_or_default();
     let request = TokenRequest {

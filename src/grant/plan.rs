@@ -337,6 +337,7 @@ mod tests {
             duration: Some("15m".into()),
             purpose: Some("deploy".into()),
             delivery: Delivery::default(),
+            extensions: Vec::new(),
             revoke: false,
         }
     }

@@ -146,6 +146,7 @@ mod tests {
             duration: Some("5m".into()),
             purpose: Some("build".into()),
             delivery: Default::default(),
+            extensions: Vec::new(),
             revoke: false,
         }
     }
@@ -186,6 +187,7 @@ mod tests {
                 purpose: Default::default(),
                 limits: Default::default(),
                 delegation: DelegationRule { allowed, max_depth: Some(depth) },
+                extension: Default::default(),
             },
         );
         p.metadata.name = Some("p".into());

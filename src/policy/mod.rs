@@ -1,10 +1,12 @@
 //! Policy decisions, free of I/O: whether some AccessPolicy allows a request
-//! (`evaluate`), whether its approvals suffice (`approval`), and how risky an
+//! (`evaluate`), whether its approvals suffice (`approval`), whether a live
+//! grant may be extended (`extension`), and how risky an
 //! identity's standing rights are (`standing_privilege`, `risk`).
 
 pub mod approval;
 pub mod delegation;
 pub mod evaluate;
+pub mod extension;
 pub mod risk;
 pub mod standing_privilege;
 
