@@ -29,6 +29,17 @@ impl Error {
         }
     }
 
+    /// Whether trying again later may succeed: the API server was unreachable,
+    /// overloaded (429), failing (5xx, such as etcd being unavailable) or the
+    /// object changed underneath (409). Anything else is a real refusal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => s.code == 409 || s.code == 429 || s.code >= 500,
+            Error::Kube(_) => true,
+            _ => false,
+        }
+    }
+
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {

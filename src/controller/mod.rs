@@ -185,8 +185,11 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         .shutdown_on_signal()
         .run(access_request::reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile failed");
+            match result {
+                // Reconciler errors are logged (and retried) by error_policy.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                // Anything else means a scheduled reconcile did not run: say so.
+                Err(e) => tracing::warn!(error = %e, "controller could not run a reconcile"),
             }
         });
     futures::future::join(requests_controller, agents_controller).await;

@@ -137,6 +137,13 @@ pub async fn make(
     };
     let token_issued = match made.await {
         Ok(issued) => issued,
+        Err(e) if e.is_transient() => {
+            // The API server or etcd is briefly unavailable or throttling: the
+            // expiry is recorded, so retrying (with the controller's backoff)
+            // finishes the grant, or revokes it if it expires meanwhile.
+            tracing::warn!(error = %e, request = %request.name_any(), "making the grant hit a transient error; retrying");
+            return Err(e);
+        }
         Err(e) => {
             // Fail closed: take down whatever was made, and say why.
             tracing::warn!(error = %e, request = %request.name_any(), "making the grant failed; revoking");

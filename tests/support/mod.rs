@@ -68,8 +68,8 @@ impl Cluster {
         static SHARED: OnceLock<Cluster> = OnceLock::new();
         SHARED.get_or_init(|| {
             let cluster = match std::env::var_os("KUBE_JIT_TEST_CLUSTER_DIR") {
-                Some(dir) => Cluster::start(PathBuf::from(dir), false, None),
-                None => Cluster::dedicated_inner(false),
+                Some(dir) => Cluster::start(PathBuf::from(dir), false, None, ""),
+                None => Cluster::dedicated_inner(false, ""),
             };
             cluster.install_crds_and_admission();
             cluster
@@ -79,14 +79,20 @@ impl Cluster {
     /// A control plane of the test's own, stopped when the handle drops
     /// (for tests that restart or break parts of it).
     pub fn dedicated() -> Cluster {
-        Self::dedicated_inner(true)
+        Self::dedicated_inner(true, "")
     }
 
-    fn dedicated_inner(owned: bool) -> Cluster {
+    /// A dedicated control plane whose kube-apiserver gets extra flags (for
+    /// example a low `--max-requests-inflight`); they stay across restarts.
+    pub fn dedicated_with_apiserver_args(args: &str) -> Cluster {
+        Self::dedicated_inner(true, args)
+    }
+
+    fn dedicated_inner(owned: bool, apiserver_args: &str) -> Cluster {
         let permit = if owned { Some(ClusterPermit::acquire()) } else { None };
         let tmp = tempfile::Builder::new().prefix("kube-jit-test-cluster-").tempdir().expect("temp dir");
         let dir = tmp.path().join("cluster");
-        let mut cluster = Cluster::start(dir, owned, Some(tmp));
+        let mut cluster = Cluster::start(dir, owned, Some(tmp), apiserver_args);
         cluster._permit = permit;
         if owned {
             cluster.install_crds_and_admission();
@@ -94,8 +100,12 @@ impl Cluster {
         cluster
     }
 
-    fn start(dir: PathBuf, owned: bool, tmp: Option<tempfile::TempDir>) -> Cluster {
-        let status = Command::new(repo_root().join("hack/local-cluster.sh"))
+    fn start(dir: PathBuf, owned: bool, tmp: Option<tempfile::TempDir>, apiserver_args: &str) -> Cluster {
+        let mut up = Command::new(repo_root().join("hack/local-cluster.sh"));
+        if !apiserver_args.is_empty() {
+            up.env("KUBE_JIT_APISERVER_ARGS", apiserver_args);
+        }
+        let status = up
             .arg("up")
             .env("KUBE_JIT_CLUSTER_DIR", &dir)
             // The cluster stops itself when this process exits, even on abort.
@@ -135,20 +145,35 @@ impl Cluster {
         std::fs::metadata(self.dir.join("logs/audit.log")).map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Requests `user` made since `position`, from the API server's audit log,
-    /// as (`verb resource[/subresource]`, count), most frequent first.
-    /// Watches are counted once (when they start).
-    pub fn api_calls_since(&self, position: u64, user: &str) -> Vec<(String, usize)> {
+    /// How many requests of `user` since `position` the API server answered with `code` (429: throttled).
+    pub fn api_calls_with_code_since(&self, position: u64, user: &str, code: u16) -> usize {
+        self.audit_events_since(position)
+            .filter(|e| e["user"]["username"] == user && e["responseStatus"]["code"] == code)
+            .count()
+    }
+
+    /// The API server's audit events since `position`, one per request (its final stage).
+    fn audit_events_since(&self, position: u64) -> impl Iterator<Item = serde_json::Value> {
         use std::io::{Read, Seek};
         let mut file = std::fs::File::open(self.dir.join("logs/audit.log")).expect("audit log");
         file.seek(std::io::SeekFrom::Start(position)).unwrap();
         let mut text = String::new();
         file.read_to_string(&mut text).unwrap();
-        let mut counts = std::collections::BTreeMap::<String, usize>::new();
         let mut seen = std::collections::HashSet::new();
-        for line in text.lines() {
-            let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            if e["user"]["username"] != user || !seen.insert(e["auditID"].as_str().unwrap_or("").to_string()) {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(move |e| seen.insert(e["auditID"].as_str().unwrap_or("").to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    /// Requests `user` made since `position`, from the API server's audit log,
+    /// as (`verb resource[/subresource]`, count), most frequent first.
+    /// Watches are counted once (when they start).
+    pub fn api_calls_since(&self, position: u64, user: &str) -> Vec<(String, usize)> {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for e in self.audit_events_since(position) {
+            if e["user"]["username"] != user {
                 continue;
             }
             let r = &e["objectRef"];
