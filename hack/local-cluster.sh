@@ -20,40 +20,15 @@ set -euo pipefail
 
 HACK=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HACK")
-CACHE=${KUBE_JIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-jit}
 STATE=${KUBE_JIT_CLUSTER_DIR:-$REPO/.local-cluster}
 
-mod_version() { # <go.mod> <module path>
-  awk -v m="$2" '$1 == m { print $2 } $1 == "require" && $2 == m { print $3 }' "$1" | head -n1
-}
+LOG_NAME=local-cluster
+# shellcheck source=hack/lib.sh
+source "$HACK/lib.sh"
 K8S_VERSION=$(mod_version "$HACK/kubernetes/go.mod" k8s.io/kubernetes)
 ETCD_VERSION=$(mod_version "$HACK/etcd/go.mod" go.etcd.io/etcd/server/v3)
 K8S_BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
-
-log() { printf '[local-cluster] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# Runs a long build in the background and reports progress every 15 s.
-with_progress() { # <label> <command...>
-  local label=$1; shift
-  local start=$SECONDS logf
-  logf=$(mktemp)
-  "$@" >"$logf" 2>&1 &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    if (( (SECONDS - start) % 15 == 0 )); then
-      log "  … $label: $((SECONDS - start))s"
-    fi
-  done
-  if ! wait "$pid"; then
-    cat "$logf" >&2; rm -f "$logf"
-    die "$label failed"
-  fi
-  rm -f "$logf"
-  log "  $label done in $((SECONDS - start))s"
-}
 
 build_etcd() {
   [[ -x "$ETCD_BIN/etcd" ]] && return 0
