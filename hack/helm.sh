@@ -27,7 +27,6 @@ CHART="$REPO/charts/kube-jit"
 
 cmd_build() {
   [[ -x "$HELM" ]] && return 0
-  command -v go >/dev/null || die "Go is needed to build helm (https://go.dev/doc/install)"
   log "building helm $HELM_VERSION into $HELM_BIN (first time only)"
   # The ldflags helm's own Makefile sets: its version, and the Kubernetes
   # version its client libraries speak (`.Capabilities.KubeVersion` in templates).
@@ -39,11 +38,7 @@ cmd_build() {
   for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     ldflags+=" -X $pkg.k8sVersionMajor=$((major + 1)) -X $pkg.k8sVersionMinor=$minor"
   done
-  local tmp="$HELM_BIN.tmp.$$"
-  rm -rf "$tmp"; mkdir -p "$tmp"
-  with_progress "go build helm" \
-    env -C "$HACK/helm" CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm
-  rm -rf "$HELM_BIN"; mv "$tmp" "$HELM_BIN"
+  go_build_into "$HELM_BIN" helm "$HACK/helm" helm -ldflags "$ldflags" helm.sh/helm/v3/cmd/helm
 }
 
 helm() { cmd_build; "$HELM" "$@"; }
@@ -82,8 +77,9 @@ HEAD
 cmd_generate() {
   mkdir -p "$CHART/files"
   cp "$REPO/crds/kube-jit.crds.yaml" "$REPO/crds/kube-jit.admission.yaml" "$CHART/files/"
-  local out="$REPO/deploy/operator-rbac.yaml"
-  cmd_operator_rbac >"$out.tmp" && mv "$out.tmp" "$out"
+  local out="$REPO/deploy/operator-rbac.yaml" rbac
+  rbac=$(cmd_operator_rbac)
+  printf '%s\n' "$rbac" >"$out"
   log "wrote $CHART/files/ and $out"
 }
 

@@ -32,20 +32,14 @@ ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
 
 build_etcd() {
   [[ -x "$ETCD_BIN/etcd" ]] && return 0
-  command -v go >/dev/null || die "Go is needed to build etcd (https://go.dev/doc/install)"
   log "building etcd $ETCD_VERSION into $ETCD_BIN (first time only)"
-  local tmp="$ETCD_BIN.tmp.$$"
-  rm -rf "$tmp"; mkdir -p "$tmp"
-  with_progress "go build etcd" \
-    env -C "$HACK/etcd" CGO_ENABLED=0 go build -trimpath -o "$tmp/etcd" go.etcd.io/etcd/server/v3
-  rm -rf "$ETCD_BIN"; mv "$tmp" "$ETCD_BIN"
+  go_build_into "$ETCD_BIN" etcd "$HACK/etcd" etcd go.etcd.io/etcd/server/v3
 }
 
 build_kubernetes() {
   if [[ -x "$K8S_BIN/kube-apiserver" && -x "$K8S_BIN/kube-controller-manager" && -x "$K8S_BIN/kubectl" ]]; then
     return 0
   fi
-  command -v go >/dev/null || die "Go is needed to build Kubernetes (https://go.dev/doc/install)"
   log "building kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION into $K8S_BIN (first time only; several minutes)"
   local major minor ldflags=() key val
   IFS=. read -r major minor _ <<<"${K8S_VERSION#v}"
@@ -56,14 +50,10 @@ build_kubernetes() {
       ldflags+=("-X" "$pkg.$key=$val")
     done
   done
-  local tmp="$K8S_BIN.tmp.$$"
-  rm -rf "$tmp"; mkdir -p "$tmp"
-  with_progress "go build kubernetes" \
-    env -C "$HACK/kubernetes" CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags[*]}" -o "$tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kubectl
-  rm -rf "$K8S_BIN"; mv "$tmp" "$K8S_BIN"
+  go_build_into "$K8S_BIN" kubernetes "$HACK/kubernetes" "" -ldflags "${ldflags[*]}" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kubectl
 }
 
 cmd_build() {
