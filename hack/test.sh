@@ -10,6 +10,8 @@ command -v cargo >/dev/null || { echo "cargo is needed: https://rustup.rs" >&2; 
 command -v go >/dev/null || { echo "Go is needed to build the test control plane: https://go.dev/doc/install" >&2; exit 1; }
 
 hack/local-cluster.sh build
+# tests/chart.rs renders charts/kube-jit with helm, built from its Go module.
+hack/helm.sh build
 
 # tests/example_agents.rs runs the example agents as a user would: the built
 # Rust example (target/debug/examples/agent; `cargo test` compiles examples
