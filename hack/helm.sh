@@ -64,8 +64,9 @@ cmd_operator_rbac() {
 # Generated from charts/kube-jit by `hack/helm.sh generate`; do not edit (a test
 # fails when it drifts). The operator's ServiceAccount and least-privilege RBAC
 # as plain manifests, with the chart's default values: the grantable ClusterRoles
-# are `view` and `edit` (the `bind` resourceNames) — set `rbac.grantableClusterRoles`
-# to the roles your AccessPolicies can grant, and nothing else.
+# are `view` and `edit` (the `bind` resourceNames). For your cluster, render the
+# chart with `rbac.grantableClusterRoles` listing the roles your AccessPolicies
+# can grant, and nothing else.
 apiVersion: v1
 kind: Namespace
 metadata:
