@@ -15,21 +15,18 @@
 set -euo pipefail
 
 HACK=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=local-cluster.sh
-source "$HACK/local-cluster.sh"
+REPO=$(dirname "$HACK")
+LOG_NAME=krew
+# shellcheck source=lib.sh
+source "$HACK/lib.sh"
 KREW_VERSION=$(mod_version "$HACK/krew/go.mod" sigs.k8s.io/krew)
 KREW_BIN="$CACHE/bin/krew-$KREW_VERSION"
 
 build_krew() {
   if [[ ! -x "$KREW_BIN/krew" ]]; then
-    command -v go >/dev/null || die "Go is needed to build krew (https://go.dev/doc/install)"
     log "building krew $KREW_VERSION into $KREW_BIN (first time only)"
-    local tmp="$KREW_BIN.tmp.$$"
-    rm -rf "$tmp"; mkdir -p "$tmp"
-    with_progress "go build krew" \
-      env -C "$HACK/krew" CGO_ENABLED=0 go build -trimpath \
-        -ldflags "-X sigs.k8s.io/krew/internal/version.gitTag=$KREW_VERSION" -o "$tmp/krew" sigs.k8s.io/krew/cmd/krew
-    rm -rf "$KREW_BIN"; mv "$tmp" "$KREW_BIN"
+    go_build_into "$KREW_BIN" krew "$HACK/krew" krew \
+      -ldflags "-X sigs.k8s.io/krew/internal/version.gitTag=$KREW_VERSION" sigs.k8s.io/krew/cmd/krew
   fi
   echo "$KREW_BIN/krew"
 }

@@ -20,57 +20,26 @@ set -euo pipefail
 
 HACK=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HACK")
-CACHE=${KUBE_JIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-jit}
 STATE=${KUBE_JIT_CLUSTER_DIR:-$REPO/.local-cluster}
 
-mod_version() { # <go.mod> <module path>
-  awk -v m="$2" '$1 == m { print $2 } $1 == "require" && $2 == m { print $3 }' "$1" | head -n1
-}
+LOG_NAME=local-cluster
+# shellcheck source=hack/lib.sh
+source "$HACK/lib.sh"
 K8S_VERSION=$(mod_version "$HACK/kubernetes/go.mod" k8s.io/kubernetes)
 ETCD_VERSION=$(mod_version "$HACK/etcd/go.mod" go.etcd.io/etcd/server/v3)
 K8S_BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
 
-log() { printf '[local-cluster] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# Runs a long build in the background and reports progress every 15 s.
-with_progress() { # <label> <command...>
-  local label=$1; shift
-  local start=$SECONDS logf
-  logf=$(mktemp)
-  "$@" >"$logf" 2>&1 &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    if (( (SECONDS - start) % 15 == 0 )); then
-      log "  … $label: $((SECONDS - start))s"
-    fi
-  done
-  if ! wait "$pid"; then
-    cat "$logf" >&2; rm -f "$logf"
-    die "$label failed"
-  fi
-  rm -f "$logf"
-  log "  $label done in $((SECONDS - start))s"
-}
-
 build_etcd() {
   [[ -x "$ETCD_BIN/etcd" ]] && return 0
-  command -v go >/dev/null || die "Go is needed to build etcd (https://go.dev/doc/install)"
   log "building etcd $ETCD_VERSION into $ETCD_BIN (first time only)"
-  local tmp="$ETCD_BIN.tmp.$$"
-  rm -rf "$tmp"; mkdir -p "$tmp"
-  with_progress "go build etcd" \
-    env -C "$HACK/etcd" CGO_ENABLED=0 go build -trimpath -o "$tmp/etcd" go.etcd.io/etcd/server/v3
-  rm -rf "$ETCD_BIN"; mv "$tmp" "$ETCD_BIN"
+  go_build_into "$ETCD_BIN" etcd "$HACK/etcd" etcd go.etcd.io/etcd/server/v3
 }
 
 build_kubernetes() {
   if [[ -x "$K8S_BIN/kube-apiserver" && -x "$K8S_BIN/kube-controller-manager" && -x "$K8S_BIN/kubectl" ]]; then
     return 0
   fi
-  command -v go >/dev/null || die "Go is needed to build Kubernetes (https://go.dev/doc/install)"
   log "building kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION into $K8S_BIN (first time only; several minutes)"
   local major minor ldflags=() key val
   IFS=. read -r major minor _ <<<"${K8S_VERSION#v}"
@@ -81,14 +50,10 @@ build_kubernetes() {
       ldflags+=("-X" "$pkg.$key=$val")
     done
   done
-  local tmp="$K8S_BIN.tmp.$$"
-  rm -rf "$tmp"; mkdir -p "$tmp"
-  with_progress "go build kubernetes" \
-    env -C "$HACK/kubernetes" CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags[*]}" -o "$tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kubectl
-  rm -rf "$K8S_BIN"; mv "$tmp" "$K8S_BIN"
+  go_build_into "$K8S_BIN" kubernetes "$HACK/kubernetes" "" -ldflags "${ldflags[*]}" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kubectl
 }
 
 cmd_build() {
@@ -335,5 +300,4 @@ main() {
 }
 
 # Called on one line with exit, so editing this file while it runs is harmless.
-# Sourced (by other hack/ scripts, for its helpers), it defines functions only.
-if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; exit $?; fi
+main "$@"; exit $?

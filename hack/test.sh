@@ -10,7 +10,10 @@ command -v cargo >/dev/null || { echo "cargo is needed: https://rustup.rs" >&2; 
 command -v go >/dev/null || { echo "Go is needed to build the test control plane: https://go.dev/doc/install" >&2; exit 1; }
 
 hack/local-cluster.sh build
-hack/krew.sh build >/dev/null   # krew, for the test that installs kubectl-jit as users do
+# tests/chart.rs renders charts/kube-jit with helm, and tests/krew_plugin.rs
+# installs kubectl-jit with krew, as users do; both are built from Go modules.
+hack/helm.sh build
+hack/krew.sh build >/dev/null
 
 # tests/example_agents.rs runs the example agents as a user would: the built
 # Rust example (target/debug/examples/agent; `cargo test` compiles examples

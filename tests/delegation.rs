@@ -24,18 +24,6 @@ struct World {
     cluster: Cluster,
 }
 
-async fn register(admin: &Client, name: &str) {
-    let agent: AgentIdentity = serde_json::from_value(json!({
-        "apiVersion": "kubejit.io/v1alpha1", "kind": "AgentIdentity", "metadata": {"name": name, "namespace": "agents"},
-        "spec": {"type": "ai-agent", "owner": "platform-team", "serviceAccountName": name,
-                 "model": "claude-sonnet-4", "provider": "anthropic"}}))
-    .unwrap();
-    Api::<AgentIdentity>::namespaced(admin.clone(), "agents")
-        .patch(name, &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&agent))
-        .await
-        .expect("AgentIdentity");
-}
-
 async fn world() -> World {
     let cluster = Cluster::dedicated();
     let admin = cluster.admin();
@@ -47,7 +35,7 @@ async fn world() -> World {
     let ci = Agent::create(&cluster, &admin, "agents", "ci").await;
     let scanner = Agent::create(&cluster, &admin, "agents", "scanner").await;
     for name in ["orchestrator", "ci", "scanner", "helper"] {
-        register(&admin, name).await;
+        scenario::register_agent(&admin, "agents", name).await;
     }
     scenario::apply_policy(
         &admin,
@@ -67,25 +55,6 @@ async fn world() -> World {
 
 fn pods_rule(verbs: &[&str]) -> serde_json::Value {
     json!({"apiGroups": [""], "resources": ["pods"], "verbs": verbs})
-}
-
-/// Creates an AccessRequest as `client`, naming `requester` (the identity `client` authenticates as).
-async fn request_as(
-    client: &Client,
-    requester: &str,
-    name: &str,
-    spec: serde_json::Value,
-) -> Result<AccessRequest, kube::Error> {
-    let mut spec = spec;
-    spec["requester"] = json!({"user": requester});
-    let r: AccessRequest = serde_json::from_value(json!({
-        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessRequest", "metadata": {"name": name}, "spec": spec}))
-    .unwrap();
-    Api::<AccessRequest>::namespaced(client.clone(), "agents").create(&PostParams::default(), &r).await
-}
-
-fn grant_user(r: &AccessRequest) -> String {
-    r.status.as_ref().unwrap().grant.as_ref().unwrap().username.clone().unwrap()
 }
 
 async fn denied_reason(admin: &Client, name: &str) -> String {
@@ -111,9 +80,9 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
     let orch_grant = w.cluster.client_with_token(&w.orchestrator.mint(&orch).await.unwrap());
 
     // Hop 1: authenticated as its grant, the orchestrator delegates pods read/create in team-a to CI.
-    request_as(
+    scenario::request_as(
         &orch_grant,
-        &grant_user(&orch),
+        &scenario::grant_user(&orch),
         "ci-build",
         json!({"forAgent": "ci",
         "rules": [pods_rule(&["get", "list", "create"])], "namespaces": ["team-a"], "duration": "5m",
@@ -127,9 +96,9 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
     let ci_grant = w.cluster.client_with_token(&w.ci.mint(&ci_build).await.unwrap());
 
     // Hop 2: CI delegates read-only pods in team-a to the scanner.
-    request_as(
+    scenario::request_as(
         &ci_grant,
-        &grant_user(&ci_build),
+        &scenario::grant_user(&ci_build),
         "scan",
         json!({"forAgent": "scanner",
         "rules": [pods_rule(&["get", "list"])], "namespaces": ["team-a"], "duration": "2m",
@@ -162,7 +131,7 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
     // The chain is recorded, oldest first, in status, on the identity and in audit lines.
     let chain = scan.status.as_ref().unwrap().delegation_chain.clone();
     let delegators: Vec<_> = chain.iter().map(|h| h.delegator.clone()).collect();
-    assert_eq!(delegators, [w.orchestrator.user.clone(), grant_user(&orch), grant_user(&ci_build)]);
+    assert_eq!(delegators, [w.orchestrator.user.clone(), scenario::grant_user(&orch), scenario::grant_user(&ci_build)]);
     assert_eq!(chain[2].delegatee, "AgentIdentity agents/scanner");
     assert!(chain.iter().all(|h| !h.purpose.is_empty() && h.delegated_at.is_some()));
     let sa_name = scan.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap().name;
@@ -211,16 +180,16 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
         if name != "no-purpose" {
             spec["purpose"] = json!("try");
         }
-        request_as(&ci_grant, &grant_user(&ci_build), name, spec).await.unwrap();
+        scenario::request_as(&ci_grant, &scenario::grant_user(&ci_build), name, spec).await.unwrap();
     }
     for (name, _, expected) in attempts {
         let reason = denied_reason(&w.admin, name).await;
         assert!(reason.starts_with("DelegationDenied") && reason.contains(expected), "{name}: {reason}");
     }
     // Too deep: the scanner's grant (depth 2 of 2) cannot delegate further.
-    request_as(
+    scenario::request_as(
         &scan_grant,
-        &grant_user(&scan),
+        &scenario::grant_user(&scan),
         "too-deep",
         json!({"forAgent": "helper",
         "rules": [pods_rule(&["get"])], "namespaces": ["team-a"], "duration": "1m", "purpose": "more"}),
@@ -258,19 +227,16 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
         assert_eq!(c.reason, "ParentRevoked", "{name}");
     }
     // A revoked parent cannot delegate: its identity lost the right to ask at once.
-    let late = request_as(
+    let late = scenario::request_as(
         &ci_grant,
-        &grant_user(&ci_build),
+        &scenario::grant_user(&ci_build),
         "late",
         json!({"forAgent": "scanner",
         "rules": [pods_rule(&["get"])], "namespaces": ["team-a"], "duration": "1m", "purpose": "late"}),
     )
     .await;
     assert!(matches!(late, Err(kube::Error::Api(ref s)) if s.code == 403 || s.code == 401), "{late:?}");
-    let ok =
-        support::eventually(Duration::from_secs(10), || async { scenario::managed_objects(&w.admin).await.is_empty() })
-            .await;
-    assert!(ok, "left behind: {:?}", scenario::managed_objects(&w.admin).await);
+    scenario::assert_nothing_managed(&w.admin).await;
 }
 
 #[tokio::test]

@@ -119,10 +119,7 @@ async fn assert_denied(w: &World, (ok, stdout, stderr): (bool, String, String)) 
 }
 
 async fn assert_nothing_managed(admin: &Client) {
-    let ok =
-        support::eventually(Duration::from_secs(10), || async { scenario::managed_objects(admin).await.is_empty() })
-            .await;
-    assert!(ok, "managed objects left behind: {:?}", scenario::managed_objects(admin).await);
+    scenario::assert_nothing_managed(admin).await;
     let live = Api::<AccessRequest>::namespaced(admin.clone(), "agents").list(&ListParams::default()).await.unwrap();
     assert!(
         live.items.iter().all(|r| r.status.as_ref().is_some_and(|s| s.phase.is_terminal())),

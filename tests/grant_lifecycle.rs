@@ -68,13 +68,6 @@ fn view_request(duration: &str) -> serde_json::Value {
            "duration": duration, "purpose": "read pods to debug a failing rollout"})
 }
 
-async fn assert_nothing_managed(admin: &Client) {
-    let ok =
-        support::eventually(Duration::from_secs(10), || async { scenario::managed_objects(admin).await.is_empty() })
-            .await;
-    assert!(ok, "managed objects left behind: {:?}", scenario::managed_objects(admin).await);
-}
-
 #[tokio::test]
 async fn auto_approved_grant_works_in_scope_only_and_ends_at_expiry() {
     // A long sweep interval keeps the API-call count to the grant's own calls.
@@ -122,7 +115,7 @@ async fn auto_approved_grant_works_in_scope_only_and_ends_at_expiry() {
     eprintln!("measure: operator API requests for one grant lifecycle: {total} {calls:?}");
     let id = ended.status.as_ref().unwrap().grant.as_ref().unwrap().id.clone();
     assert_eq!(w.operator.audit_events(&id), ["requested", "approved", "granted", "expired"]);
-    assert_nothing_managed(&w.admin).await;
+    scenario::assert_nothing_managed(&w.admin).await;
 }
 
 /// Creates an AccessApproval as `approver` (impersonated: admission checks the creator).
@@ -173,7 +166,7 @@ async fn approval_threshold_self_approval_and_denial() {
         .delete("needs-two", &DeleteParams::default())
         .await
         .unwrap();
-    assert_nothing_managed(&w.admin).await;
+    scenario::assert_nothing_managed(&w.admin).await;
 }
 
 #[tokio::test]
@@ -198,7 +191,7 @@ async fn deleting_the_request_revokes_at_once() {
     })
     .await;
     assert!(gone, "the request's finalizer was not released");
-    assert_nothing_managed(&w.admin).await;
+    scenario::assert_nothing_managed(&w.admin).await;
 }
 
 #[tokio::test]
@@ -220,7 +213,7 @@ async fn a_grant_that_expires_while_the_operator_is_down_is_revoked_on_start() {
     scenario::wait_pods_status(&grant, "team-a", 403, Duration::from_secs(30)).await;
     eprintln!("measure: operator restart → 403 for an overdue grant {:?}", restarted.elapsed());
     scenario::wait_phase(&w.admin, "agents", "outage", Phase::Expired, Duration::from_secs(5)).await;
-    assert_nothing_managed(&w.admin).await;
+    scenario::assert_nothing_managed(&w.admin).await;
 }
 
 #[tokio::test]
@@ -250,7 +243,7 @@ async fn requester_mode_gives_and_takes_the_agents_own_rights() {
     scenario::wait_phase(&w.admin, "agents", "own", Phase::Revoked, Duration::from_secs(5)).await;
     // The agent's own ServiceAccount survives: only the binding was the grant's.
     assert_eq!(scenario::list_pods_status(&w.agent.client, "team-a").await, 403);
-    assert_nothing_managed(&w.admin).await;
+    scenario::assert_nothing_managed(&w.admin).await;
 }
 
 #[tokio::test]
@@ -287,7 +280,7 @@ async fn fails_closed_on_no_policy_and_on_hand_deleted_objects() {
     let ended = scenario::wait_phase(&w.admin, "agents", "with-secret", Phase::Revoked, Duration::from_secs(10)).await;
     let condition = ended.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Revoked").unwrap();
     assert_eq!(condition.reason, "ManagedObjectDeleted");
-    assert_nothing_managed(&w.admin).await;
+    scenario::assert_nothing_managed(&w.admin).await;
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //! when that process exits, however it exits.
 #![allow(dead_code)]
 
+pub mod helm;
 pub mod operator;
 pub mod scenario;
 
@@ -79,13 +80,23 @@ impl Cluster {
     /// A control plane of the test's own, stopped when the handle drops
     /// (for tests that restart or break parts of it).
     pub fn dedicated() -> Cluster {
+        let cluster = Self::dedicated_inner(true, "");
+        cluster.install_crds_and_admission();
+        cluster
+    }
+
+    /// A dedicated control plane without kube-jit's CRDs and admission
+    /// policies (for tests that install them another way).
+    pub fn dedicated_empty() -> Cluster {
         Self::dedicated_inner(true, "")
     }
 
     /// A dedicated control plane whose kube-apiserver gets extra flags (for
     /// example a low `--max-requests-inflight`); they stay across restarts.
     pub fn dedicated_with_apiserver_args(args: &str) -> Cluster {
-        Self::dedicated_inner(true, args)
+        let cluster = Self::dedicated_inner(true, args);
+        cluster.install_crds_and_admission();
+        cluster
     }
 
     fn dedicated_inner(owned: bool, apiserver_args: &str) -> Cluster {
@@ -94,9 +105,6 @@ impl Cluster {
         let dir = tmp.path().join("cluster");
         let mut cluster = Cluster::start(dir, owned, Some(tmp), apiserver_args);
         cluster._permit = permit;
-        if owned {
-            cluster.install_crds_and_admission();
-        }
         cluster
     }
 
@@ -120,6 +128,12 @@ impl Cluster {
     /// are Established and the anti-spoofing policy is enforced.
     pub fn install_crds_and_admission(&self) {
         self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
+        self.wait_for_crds_and_admission();
+    }
+
+    /// Waits until kube-jit's CRDs are Established and the anti-spoofing
+    /// policy is enforced, however they were installed.
+    pub fn wait_for_crds_and_admission(&self) {
         self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "-f", "crds/kube-jit.crds.yaml"]);
         // Admission policies take effect shortly after creation: probe with a
         // dry-run spoofed request until it is refused.

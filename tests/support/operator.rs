@@ -25,7 +25,14 @@ pub const OPERATOR_USER: &str = "system:serviceaccount:kube-jit-system:kube-jit"
 impl Operator {
     /// Gives the operator its shipped identity and least-privilege RBAC, and starts it.
     pub async fn start(cluster: &Cluster, args: &[&str]) -> Operator {
-        let kubeconfig = operator_kubeconfig(cluster).await;
+        cluster.kubectl(&["apply", "--server-side", "-f", "deploy/operator-rbac.yaml"]);
+        Self::start_as(cluster, args, "kube-jit-system", "kube-jit").await
+    }
+
+    /// Starts the operator as the existing ServiceAccount `namespace/name`,
+    /// with whatever RBAC it was given.
+    pub async fn start_as(cluster: &Cluster, args: &[&str], namespace: &str, name: &str) -> Operator {
+        let kubeconfig = operator_kubeconfig(cluster, namespace, name).await;
         let log = cluster.dir.join(format!("operator-{}.log", super::unique_name("run")));
         let mut op = Operator { child: None, log, kubeconfig, args: args.iter().map(|s| s.to_string()).collect() };
         op.restart();
@@ -91,15 +98,14 @@ impl Drop for Operator {
     }
 }
 
-/// A kubeconfig that authenticates as the operator's ServiceAccount with
-/// exactly the RBAC the project ships (`deploy/operator-rbac.yaml`).
-async fn operator_kubeconfig(cluster: &Cluster) -> PathBuf {
-    cluster.kubectl(&["apply", "--server-side", "-f", "deploy/operator-rbac.yaml"]);
-    let sas: Api<ServiceAccount> = Api::namespaced(cluster.admin(), "kube-jit-system");
+/// A kubeconfig that authenticates as the operator's ServiceAccount
+/// `namespace/name` and nothing else.
+async fn operator_kubeconfig(cluster: &Cluster, namespace: &str, name: &str) -> PathBuf {
+    let sas: Api<ServiceAccount> = Api::namespaced(cluster.admin(), namespace);
     let request: k8s_openapi::api::authentication::v1::TokenRequest =
         serde_json::from_value(json!({"spec": {"expirationSeconds": 7200}})).unwrap();
     let token = sas
-        .create_token_request("kube-jit", &PostParams::default(), &request)
+        .create_token_request(name, &PostParams::default(), &request)
         .await
         .expect("operator token")
         .status

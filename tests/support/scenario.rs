@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use kube_jit::api::{AccessPolicy, AccessRequest, Phase};
+use kube_jit::api::{AccessPolicy, AccessRequest, AgentIdentity, Phase};
 use serde_json::json;
 
 use super::Cluster;
@@ -117,6 +117,40 @@ impl Agent {
     }
 }
 
+/// Registers the ServiceAccount `namespace/name` as an AI agent (AgentIdentity of the same name).
+pub async fn register_agent(admin: &Client, namespace: &str, name: &str) {
+    let agent: AgentIdentity = serde_json::from_value(json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AgentIdentity", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"type": "ai-agent", "owner": "platform-team", "serviceAccountName": name,
+                 "model": "claude-sonnet-4", "provider": "anthropic"}}))
+    .unwrap();
+    Api::<AgentIdentity>::namespaced(admin.clone(), namespace)
+        .patch(name, &PatchParams::apply("kube-jit-tests"), &Patch::Apply(&agent))
+        .await
+        .expect("AgentIdentity");
+}
+
+/// Creates an AccessRequest in `agents` as `client`, naming `requester` (the
+/// identity `client` authenticates as: a grant's, when delegating).
+pub async fn request_as(
+    client: &Client,
+    requester: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<AccessRequest, kube::Error> {
+    let mut spec = spec;
+    spec["requester"] = json!({"user": requester});
+    let r: AccessRequest = serde_json::from_value(json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessRequest", "metadata": {"name": name}, "spec": spec}))
+    .unwrap();
+    Api::<AccessRequest>::namespaced(client.clone(), "agents").create(&PostParams::default(), &r).await
+}
+
+/// The username of a granted request's identity (what its token authenticates as).
+pub fn grant_user(r: &AccessRequest) -> String {
+    r.status.as_ref().unwrap().grant.as_ref().unwrap().username.clone().unwrap()
+}
+
 pub async fn apply_policy(admin: &Client, name: &str, spec: serde_json::Value) {
     let policy: AccessPolicy = serde_json::from_value(json!({
         "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": name}, "spec": spec}))
@@ -187,6 +221,12 @@ pub async fn managed_objects(admin: &Client) -> Vec<String> {
     collect!(ClusterRole, "ClusterRole");
     collect!(ClusterRoleBinding, "ClusterRoleBinding");
     found
+}
+
+/// Waits (up to 10 s) until no object labelled as managed by kube-jit remains.
+pub async fn assert_nothing_managed(admin: &Client) {
+    let ok = super::eventually(Duration::from_secs(10), || async { managed_objects(admin).await.is_empty() }).await;
+    assert!(ok, "managed objects left behind: {:?}", managed_objects(admin).await);
 }
 
 /// `expires_at` of a granted request as an Instant-comparable wall clock.
