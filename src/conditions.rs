@@ -37,6 +37,8 @@ pub mod reasons {
     pub const PARENT_REVOKED: &str = "ParentRevoked";
     pub const DELEGATION_DENIED: &str = "DelegationDenied";
     pub const DELEGATED: &str = "Delegated";
+    /// `kube-jit uninstall` revoked the grant before kube-jit was removed.
+    pub const UNINSTALLED: &str = "Uninstalled";
 }
 
 /// Sets a condition, keeping `lastTransitionTime` when the status is unchanged.
