@@ -83,6 +83,10 @@ impl Metrics {
             "Reconciles that failed (write conflicts retried at once excluded), by kind",
             reconcile_errors.clone(),
         );
+        // Present from the start, so `rate()` and `increase()` see the first error.
+        for kind in ["AccessRequest", "AgentIdentity"] {
+            let _ = reconcile_errors.get_or_create(&KindLabels { kind });
+        }
         let leader = Gauge::default();
         registry.register("kube_jit_leader", "1 while this replica holds the lease and acts, else 0", leader.clone());
         Metrics {

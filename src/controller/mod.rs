@@ -230,12 +230,17 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
 
     let (acting_tx, mut acting) = watch::channel(settings.leader_election.is_none());
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let election = settings.leader_election.clone().map(|lease| {
-        tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for the lease");
-        tokio::spawn(leadership::elect(client.clone(), lease, acting_tx, async move {
-            let _ = release_rx.await;
-        }))
-    });
+    // Without election, `acting` stays true as long as its sender lives.
+    let (election, always_acting) = match settings.leader_election.clone() {
+        Some(lease) => {
+            tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for the lease");
+            let release = async move {
+                let _ = release_rx.await;
+            };
+            (Some(tokio::spawn(leadership::elect(client.clone(), lease, acting_tx, release))), None)
+        }
+        None => (None, Some(acting_tx)),
+    };
     let mut outcome = Ok(());
     loop {
         tokio::select! {
@@ -260,6 +265,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         }
     }
     crate::metrics::global().set_leader(None);
+    drop(always_acting);
     drop(release_tx);
     if let Some(election) = election {
         let _ = election.await;

@@ -95,14 +95,10 @@ pub async fn uninstall(client: &Client, say: &dyn Fn(String)) -> Result<Report> 
     Ok(report)
 }
 
-/// Marks the request as uninstalled and ends it (revoking any grant). `None`:
-/// nothing to do; `Some(grant id)` when a grant was revoked.
+/// Marks the request as uninstalled (so a running operator leaves it alone)
+/// and ends it unless it has ended, revoking any grant it holds. `None`: it had
+/// ended; `Some(grant id)` when a grant was revoked.
 async fn end(ctx: &Context, request: &AccessRequest) -> Result<Option<Option<String>>> {
-    let status = request.status.clone().unwrap_or_default();
-    let holds = status.grant.as_ref().is_some_and(|g| g.revoked_at.is_none());
-    if status.phase.is_terminal() && !holds {
-        return Ok(None);
-    }
     let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
     let mark = json!({"metadata": {"annotations": {UNINSTALLED_ANNOTATION: Timestamp::now().to_string()}}});
     // An operator still running may write between reads: retry on conflicts.
@@ -110,6 +106,10 @@ async fn end(ctx: &Context, request: &AccessRequest) -> Result<Option<Option<Str
     loop {
         let marked = api.patch(&request.name_any(), &PatchParams::default(), &Patch::Merge(&mark)).await?;
         let status = marked.status.clone().unwrap_or_default();
+        let holds = status.grant.as_ref().is_some_and(|g| g.revoked_at.is_none());
+        if status.phase.is_terminal() && !holds {
+            return Ok(None);
+        }
         let phase = if status.phase.is_terminal() { status.phase } else { Phase::Revoked };
         let why = "kube-jit was uninstalled; its grants are revoked".to_string();
         match transitions::end_one(&marked, ctx, phase, reasons::UNINSTALLED, why).await {
