@@ -22,12 +22,15 @@ struct Cli {
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     ///
-    /// On start it first revokes every grant that expired while no operator ran, and
-    /// deletes managed objects whose grant is gone; then it reconciles AccessRequests.
+    /// On start (with --leader-elect: on taking the Lease over) it first revokes every
+    /// grant that expired while no operator acted, and deletes managed objects whose
+    /// grant is gone; then it reconciles AccessRequests. SIGTERM or Ctrl-C: no new
+    /// work, reconciles in flight finish, the Lease is released, exit 0.
     ///
     /// Examples:
     ///   kube-jit run
     ///   KUBECONFIG=~/.kube/staging kube-jit run --log-level kube_jit=debug,info
+    ///   kube-jit run --leader-elect --lease-duration 15 --http-addr 0.0.0.0:8080
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Revoke every grant and remove everything kube-jit made, before kube-jit is removed.
