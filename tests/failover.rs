@@ -12,24 +12,20 @@ use kube::Client;
 use kube::api::Api;
 use kube_jit::api::Phase;
 use support::Cluster;
-use support::operator::{Operator, free_port, http_get, metric};
+use support::operator::{Operator, http_get, metric};
 use support::scenario::{self, auto_policy, view_request};
 
 const LEASE_SECS: u64 = 5;
 
 struct Replica {
     operator: Operator,
-    port: u16,
 }
 
 impl Replica {
     async fn start(cluster: &Cluster) -> Replica {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
         let lease = LEASE_SECS.to_string();
-        let args = ["--leader-elect", "--lease-duration", &lease, "--http-addr", &addr, "--sweep-interval", "2"];
-        let operator = Operator::start(cluster, &args).await;
-        Replica { operator, port }
+        let args = ["--leader-elect", "--lease-duration", &lease, "--sweep-interval", "2"];
+        Replica { operator: Operator::start(cluster, &args).await }
     }
 
     fn identity_suffix(&self) -> String {
@@ -37,7 +33,7 @@ impl Replica {
     }
 
     fn leader_metric(&self) -> Option<f64> {
-        metric(&http_get(self.port, "/metrics").1, "kube_jit_leader")
+        metric(&http_get(self.operator.port, "/metrics").1, "kube_jit_leader")
     }
 }
 
@@ -74,9 +70,9 @@ async fn standby_takes_over_on_kill_and_on_sigterm() {
     let agent = scenario::stage(&cluster, &admin, auto_policy()).await;
     let mut a = Replica::start(&cluster).await;
     let mut b = Replica::start(&cluster).await;
-    a.operator.wait_ready(a.port).await;
-    b.operator.wait_ready(b.port).await;
-    assert_eq!(http_get(a.port, "/healthz").0, 200);
+    a.operator.wait_ready().await;
+    b.operator.wait_ready().await;
+    assert_eq!(http_get(a.operator.port, "/healthz").0, 200);
     let first = one_leader(&admin, &[&a, &b]).await;
     let (leader, standby) = if first == 0 { (&mut a, &mut b) } else { (&mut b, &mut a) };
 
@@ -116,7 +112,7 @@ async fn standby_takes_over_on_kill_and_on_sigterm() {
 
     // The old leader comes back as a standby; SIGTERM on the acting one hands over at once.
     leader.operator.restart();
-    leader.operator.wait_ready(leader.port).await;
+    leader.operator.wait_ready().await;
     assert_eq!(one_leader(&admin, &[standby, leader]).await, 0, "the acting replica keeps the lease");
     let terminated = Instant::now();
     let status = standby.operator.terminate(Duration::from_secs(20));

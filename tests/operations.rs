@@ -10,7 +10,7 @@ use kube::api::{Api, ListParams};
 use kube_jit::api::{AccessRequest, Phase};
 use serde_json::json;
 use support::Cluster;
-use support::operator::{self, Operator, free_port, http_get, metric};
+use support::operator::{self, Operator, http_get, metric};
 use support::scenario::{self, auto_policy, view_request};
 
 #[tokio::test]
@@ -18,10 +18,10 @@ async fn metrics_and_health_after_a_grant_a_denial_and_an_expiry() {
     let cluster = Cluster::dedicated();
     let admin = cluster.admin();
     let agent = scenario::stage(&cluster, &admin, auto_policy()).await;
-    let port = free_port();
-    let operator = Operator::start(&cluster, &["--http-addr", &format!("127.0.0.1:{port}")]).await;
+    let operator = Operator::start(&cluster, &[]).await;
+    let port = operator.port;
     operator.wait_started().await;
-    operator.wait_ready(port).await;
+    operator.wait_ready().await;
     assert_eq!(http_get(port, "/healthz").0, 200);
     let metrics = || http_get(port, "/metrics").1;
     assert_eq!(metric(&metrics(), "kube_jit_leader"), Some(1.0), "without --leader-elect it always acts");

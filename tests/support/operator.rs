@@ -17,6 +17,8 @@ pub struct Operator {
     pub log: PathBuf,
     kubeconfig: PathBuf,
     args: Vec<String>,
+    /// Where its `/metrics`, `/healthz` and `/readyz` answer (127.0.0.1).
+    pub port: u16,
 }
 
 /// The username the operator authenticates as in tests.
@@ -27,7 +29,13 @@ impl Operator {
     pub async fn start(cluster: &Cluster, args: &[&str]) -> Operator {
         let kubeconfig = operator_kubeconfig(cluster).await;
         let log = cluster.dir.join(format!("operator-{}.log", super::unique_name("run")));
-        let mut op = Operator { child: None, log, kubeconfig, args: args.iter().map(|s| s.to_string()).collect() };
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        // Its own port on loopback, never the default 0.0.0.0:8080 several operators would share.
+        let port = free_port();
+        if !args.iter().any(|a| a == "--http-addr") {
+            args.extend(["--http-addr".to_string(), format!("127.0.0.1:{port}")]);
+        }
+        let mut op = Operator { child: None, log, kubeconfig, args, port };
         op.restart();
         op
     }
@@ -81,8 +89,9 @@ impl Operator {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// Waits until `/readyz` on `port` answers 200.
-    pub async fn wait_ready(&self, port: u16) {
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let port = self.port;
         let ok = super::eventually(Duration::from_secs(60), || async { http_get(port, "/readyz").0 == 200 }).await;
         assert!(ok, "operator not ready; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
