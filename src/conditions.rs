@@ -41,6 +41,8 @@ pub mod reasons {
     pub const DELEGATED: &str = "Delegated";
     pub const EXTENDED: &str = "Extended";
     pub const EXTENSION_REFUSED: &str = "ExtensionRefused";
+    /// `kube-jit uninstall` revoked the grant before kube-jit was removed.
+    pub const UNINSTALLED: &str = "Uninstalled";
 }
 
 /// Sets a condition, keeping `lastTransitionTime` when the status is unchanged.

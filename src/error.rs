@@ -16,6 +16,8 @@ pub enum Error {
     MissingField(&'static str),
     #[error("TokenRequest returned no token")]
     NoToken,
+    #[error("HTTP endpoint: {0}")]
+    Http(#[source] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,6 +51,7 @@ impl Error {
             Error::Plan(_) => "plan",
             Error::MissingField(_) => "missing_field",
             Error::NoToken => "no_token",
+            Error::Http(_) => "http",
         }
     }
 }

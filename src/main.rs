@@ -22,18 +22,44 @@ struct Cli {
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     ///
-    /// On start it first revokes every grant that expired while no operator ran, and
-    /// deletes managed objects whose grant is gone; then it reconciles AccessRequests.
+    /// On start (with --leader-elect: on taking the Lease over) it first revokes every
+    /// grant that expired while no operator acted, and deletes managed objects whose
+    /// grant is gone; then it reconciles AccessRequests. SIGTERM or Ctrl-C: no new
+    /// work, reconciles in flight finish, the Lease is released, exit 0.
     ///
     /// Examples:
     ///   kube-jit run
     ///   KUBECONFIG=~/.kube/staging kube-jit run --log-level kube_jit=debug,info
+    ///   kube-jit run --leader-elect --lease-duration 15 --http-addr 0.0.0.0:8080
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+    /// Revoke every grant and remove everything kube-jit made, before kube-jit is removed.
+    ///
+    /// Ends every AccessRequest (grants revoked: their bindings, ServiceAccounts,
+    /// token Secrets and roles deleted; phase Revoked, reason Uninstalled; an audit
+    /// line each), deletes any object labelled app.kubernetes.io/managed-by=kube-jit
+    /// that is left, and removes kube-jit's finalizer from every AccessRequest so
+    /// deleting the CRDs cannot hang without an operator. Requests it ended carry
+    /// the annotation kubejit.io/uninstalled; a running operator leaves them alone.
+    /// Safe to run again. Needs only the operator's RBAC (deploy/operator-rbac.yaml).
+    /// Exits 1, listing what is left, if anything could not be removed.
+    ///
+    /// Examples:
+    ///   kube-jit uninstall
+    ///   KUBECONFIG=~/.kube/prod kube-jit uninstall && kubectl delete -f crds/
+    #[command(verbatim_doc_comment)]
+    Uninstall(UninstallArgs),
     /// Print every kube-jit CustomResourceDefinition as YAML.
     ///
     /// Example: kube-jit crds | kubectl apply --server-side -f -
     Crds,
+}
+
+#[derive(clap::Args)]
+struct UninstallArgs {
+    /// Log filter for the audit lines and warnings (on stderr).
+    #[arg(long, env = "KUBE_JIT_LOG_LEVEL", default_value = "info")]
+    log_level: String,
 }
 
 #[derive(clap::Args)]
@@ -50,6 +76,23 @@ struct RunArgs {
     /// Trust domain of default SPIFFE IDs: spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>.
     #[arg(long, env = "KUBE_JIT_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
+    /// Act only while holding a coordination.k8s.io/v1 Lease, so that of several
+    /// replicas exactly one acts; the others keep their caches synced and wait.
+    #[arg(long, env = "KUBE_JIT_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease (with --leader-elect).
+    #[arg(long, env = "KUBE_JIT_LEASE_NAME", default_value = "kube-jit")]
+    lease_name: String,
+    /// Namespace of the Lease (with --leader-elect) [default: $POD_NAMESPACE, else kube-jit-system].
+    #[arg(long, env = "KUBE_JIT_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds a Lease lasts unrenewed: a standby takes over within this after the leader dies.
+    #[arg(long, env = "KUBE_JIT_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_duration: u64,
+    /// Address of /metrics (OpenMetrics), /healthz (alive) and /readyz (caches
+    /// synced; a synced standby waiting for the Lease is ready too). Empty: none.
+    #[arg(long, env = "KUBE_JIT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -64,12 +107,44 @@ async fn main() -> anyhow::Result<()> {
         Command::Crds => print!("{}", kube_jit::api::crds_yaml()?),
         Command::Run(args) => {
             kube_jit::telemetry::init(&args.log_level, matches!(args.log_format, LogFormat::Json));
+            let http_addr = match args.http_addr.trim() {
+                "" => None,
+                addr => Some(addr.parse().with_context(|| format!("--http-addr {addr}"))?),
+            };
+            let leader_election = args.leader_elect.then(|| kube_jit::leadership::LeaseSettings {
+                name: args.lease_name,
+                namespace: args
+                    .lease_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|ns| !ns.is_empty()))
+                    .unwrap_or_else(|| "kube-jit-system".into()),
+                identity: kube_jit::leadership::default_identity(),
+                duration_secs: args.lease_duration,
+            });
             let client = kube::Client::try_default().await.context("connecting to the cluster")?;
             let settings = kube_jit::controller::Settings {
                 sweep_interval: Duration::from_secs(args.sweep_interval),
                 trust_domain: args.trust_domain,
+                leader_election,
+                http_addr,
             };
             kube_jit::controller::run(client, settings).await?;
+        }
+        Command::Uninstall(args) => {
+            kube_jit::telemetry::init(&args.log_level, false);
+            let client = kube::Client::try_default().await.context("connecting to the cluster")?;
+            let report = kube_jit::controller::uninstall::uninstall(&client, &|line| println!("{line}"))
+                .await
+                .context("uninstalling")?;
+            println!(
+                "requests ended: {}, grants revoked: {}, objects deleted: {}, finalizers removed: {}",
+                report.requests_ended, report.grants_revoked, report.objects_deleted, report.finalizers_removed
+            );
+            if !report.failures.is_empty() {
+                for failure in &report.failures {
+                    eprintln!("not removed: {failure}");
+                }
+                anyhow::bail!("{} thing(s) could not be removed (listed above)", report.failures.len());
+            }
         }
     }
     Ok(())

@@ -216,7 +216,7 @@ impl Operators {
     async fn start(cluster: &Cluster, replicas: usize) -> Operators {
         let mut args: Vec<String> = ["--sweep-interval", "5"].iter().map(|s| s.to_string()).collect();
         if replicas > 1 {
-            args.extend(["--leader-elect", "--lease-duration", "4", "--http-addr", ""].iter().map(|s| s.to_string()));
+            args.extend(["--leader-elect", "--lease-duration", "4"].iter().map(|s| s.to_string()));
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut procs = Vec::new();

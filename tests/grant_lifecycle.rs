@@ -12,7 +12,7 @@ use kube_jit::api::{AccessApproval, AccessRequest, Phase};
 use serde_json::json;
 use support::Cluster;
 use support::operator::Operator;
-use support::scenario::{self, Agent};
+use support::scenario::{self, Agent, auto_policy, view_request};
 
 /// Fields drop in order: the operator stops before its cluster does.
 struct World {
@@ -31,41 +31,10 @@ async fn world(policy: serde_json::Value) -> World {
 async fn world_with(policy: serde_json::Value, sweep_interval: &str) -> World {
     let cluster = Cluster::dedicated();
     let admin = cluster.admin();
-    for ns in ["agents", "team-a", "team-b"] {
-        scenario::create_namespace(&admin, ns, json!({"team": ns})).await;
-    }
-    scenario::install_requester_role(&admin).await;
-    let agent = Agent::create(&cluster, &admin, "agents", "planner").await;
-    scenario::apply_policy(&admin, "agents-read", policy).await;
+    let agent = scenario::stage(&cluster, &admin, policy).await;
     let operator = Operator::start(&cluster, &["--sweep-interval", sweep_interval]).await;
-    // Token Secrets only where the admin allows them.
-    cluster.kubectl(&[
-        "create",
-        "rolebinding",
-        "kube-jit-token-secrets",
-        "-n",
-        "agents",
-        "--clusterrole",
-        "kube-jit-token-secrets",
-        "--serviceaccount",
-        "kube-jit-system:kube-jit",
-    ]);
     operator.wait_started().await;
     World { operator, agent, admin, cluster }
-}
-
-fn auto_policy() -> serde_json::Value {
-    json!({
-        "subjects": {"serviceAccounts": [{"namespace": "agents", "name": "planner"}]},
-        "grants": {"clusterRoles": ["view"], "namespaces": {"names": ["team-a"]}},
-        "duration": {"default": "5m", "max": "1h"},
-        "purpose": {"required": true}
-    })
-}
-
-fn view_request(duration: &str) -> serde_json::Value {
-    json!({"role": {"kind": "ClusterRole", "name": "view"}, "namespaces": ["team-a"],
-           "duration": duration, "purpose": "read pods to debug a failing rollout"})
 }
 
 #[tokio::test]

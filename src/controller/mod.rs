@@ -9,11 +9,15 @@ pub mod extension;
 pub mod objects;
 pub mod sweep;
 pub mod transitions;
+pub mod uninstall;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, channel::mpsc};
+use futures::future::{BoxFuture, Shared};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
@@ -22,12 +26,14 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::{broadcast, watch};
 
 use crate::api::access_approval::AccessApproval;
 use crate::api::access_policy::AccessPolicy;
 use crate::api::access_request::AccessRequest;
 use crate::api::agent_identity::AgentIdentity;
 use crate::error::{Error, Result};
+use crate::leadership::{self, LeaseSettings};
 use crate::names;
 use context::{Context, Stores};
 
@@ -38,29 +44,51 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// Trust domain of default SPIFFE IDs (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`).
     pub trust_domain: String,
+    /// Act only while holding this Lease; `None`: always act (a single replica).
+    pub leader_election: Option<LeaseSettings>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None`: nowhere.
+    pub http_addr: Option<SocketAddr>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { sweep_interval: Duration::from_secs(30), trust_domain: "cluster.local".into() }
+        Self {
+            sweep_interval: Duration::from_secs(30),
+            trust_domain: "cluster.local".into(),
+            leader_election: None,
+            http_addr: None,
+        }
     }
 }
 
-/// Starts a reflector for `K` in its own task, sending each changed object on.
-fn cache<K>(api: Api<K>, changes: Option<mpsc::UnboundedSender<K>>) -> Store<K>
+/// What a cache change asks the controllers to do.
+#[derive(Clone, Debug)]
+enum Change {
+    /// Re-decide every request (policies, identities, admission policies).
+    Decisions,
+    /// Re-check every identity's standing privilege (bindings).
+    Rbac,
+    /// Re-decide one request (an approval of it changed).
+    Approval(ObjectRef<AccessRequest>),
+}
+
+/// Starts a reflector for `K` in its own task, announcing each change `what` maps it to.
+fn cache<K>(api: Api<K>, changes: &broadcast::Sender<Change>, what: fn(&K) -> Option<Change>) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    let changes = changes.clone();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
                 Ok(object) => {
-                    if let Some(tx) = &changes {
-                        let _ = tx.unbounded_send(object);
+                    // No receiver on a standby: nothing acts on it.
+                    if let Some(change) = what(&object) {
+                        let _ = changes.send(change);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, kind = %K::kind(&()), "watch error; retrying"),
@@ -76,58 +104,187 @@ fn owner_request<K: Resource>(object: K) -> Option<ObjectRef<AccessRequest>> {
     Some(ObjectRef::new(name).within(ns))
 }
 
-/// Runs the operator until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, settings: Settings) -> Result<()> {
-    // Policy and identity changes re-decide every request; approvals only theirs.
-    let (policy_tx, policy_rx) = mpsc::unbounded();
-    let policies = cache(Api::<AccessPolicy>::all(client.clone()), Some(policy_tx));
-    let (agent_tx, agent_rx) = mpsc::unbounded();
-    let agents = cache(Api::<AgentIdentity>::all(client.clone()), Some(agent_tx));
-    let (vap_tx, vap_rx) = mpsc::unbounded();
-    let admission_policies = cache(Api::<ValidatingAdmissionPolicy>::all(client.clone()), Some(vap_tx));
-    let (vapb_tx, vapb_rx) = mpsc::unbounded();
-    let admission_bindings = cache(Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()), Some(vapb_tx));
-    // Standing-privilege checks read every binding.
-    let (rb_tx, rb_rx) = mpsc::unbounded();
-    let role_bindings = cache(Api::<RoleBinding>::all(client.clone()), Some(rb_tx));
-    let (crb_tx, crb_rx) = mpsc::unbounded();
-    let cluster_role_bindings = cache(Api::<ClusterRoleBinding>::all(client.clone()), Some(crb_tx));
-    let rbac_rx = futures::stream::select(rb_rx.map(|_| ()), crb_rx.map(|_| ()));
-    let (approval_tx, approval_rx) = mpsc::unbounded();
-    let approvals = cache(Api::<AccessApproval>::all(client.clone()), Some(approval_tx));
-    let (ns_store, ns_writer) = reflector::store();
-    let ns_stream = reflector::reflector(
-        ns_writer,
-        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    tokio::spawn(ns_stream.for_each(|_| async {}));
+/// The caches decisions read from. Every replica keeps them, standbys too, so
+/// a takeover starts on synced caches.
+#[derive(Clone)]
+struct Caches {
+    policies: Store<AccessPolicy>,
+    approvals: Store<AccessApproval>,
+    agents: Store<AgentIdentity>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    admission_policies: Store<ValidatingAdmissionPolicy>,
+    admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
+    role_bindings: Store<RoleBinding>,
+    cluster_role_bindings: Store<ClusterRoleBinding>,
+    changes: broadcast::Sender<Change>,
+}
 
+impl Caches {
+    fn start(client: &Client) -> Caches {
+        let (changes, _) = broadcast::channel(1024);
+        Caches {
+            policies: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
+            agents: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
+            admission_policies: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
+            admission_bindings: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
+            // Standing-privilege checks read every binding.
+            role_bindings: cache(Api::all(client.clone()), &changes, |_| Some(Change::Rbac)),
+            cluster_role_bindings: cache(Api::all(client.clone()), &changes, |_| Some(Change::Rbac)),
+            approvals: cache(Api::all(client.clone()), &changes, |a: &AccessApproval| {
+                Some(Change::Approval(ObjectRef::new(&a.spec.request).within(&a.namespace()?)))
+            }),
+            namespaces: cache(Api::all(client.clone()), &changes, |_| None),
+            changes,
+        }
+    }
+
+    /// Decisions read these caches: never decide on a cache that has not synced.
+    async fn synced(&self) -> Result<()> {
+        self.policies.wait_until_ready().await.map_err(|_| Error::MissingField("policy cache"))?;
+        self.agents.wait_until_ready().await.map_err(|_| Error::MissingField("agent cache"))?;
+        self.approvals.wait_until_ready().await.map_err(|_| Error::MissingField("approval cache"))?;
+        self.namespaces.wait_until_ready().await.map_err(|_| Error::MissingField("namespace cache"))?;
+        let admission = &self.admission_policies;
+        admission.wait_until_ready().await.map_err(|_| Error::MissingField("admission policy cache"))?;
+        let bindings = &self.admission_bindings;
+        bindings.wait_until_ready().await.map_err(|_| Error::MissingField("admission binding cache"))?;
+        self.role_bindings.wait_until_ready().await.map_err(|_| Error::MissingField("rolebinding cache"))?;
+        let crbs = &self.cluster_role_bindings;
+        crbs.wait_until_ready().await.map_err(|_| Error::MissingField("clusterrolebinding cache"))?;
+        Ok(())
+    }
+
+    fn stores(&self, requests: Store<AccessRequest>) -> Stores {
+        Stores {
+            policies: self.policies.clone(),
+            approvals: self.approvals.clone(),
+            agents: self.agents.clone(),
+            namespaces: self.namespaces.clone(),
+            requests,
+            admission_policies: self.admission_policies.clone(),
+            admission_bindings: self.admission_bindings.clone(),
+            role_bindings: self.role_bindings.clone(),
+            cluster_role_bindings: self.cluster_role_bindings.clone(),
+        }
+    }
+
+    /// The changes from now on that `pick` selects. A receiver that fell behind
+    /// re-decides everything rather than miss a change.
+    fn subscribe<T>(&self, pick: fn(Change) -> Option<T>, missed: Option<T>) -> BoxStream<'static, T>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        futures::stream::unfold(self.changes.subscribe(), move |mut rx| {
+            let missed = missed.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(change) => {
+                            if let Some(t) = pick(change) {
+                                return Some((t, rx));
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            if let Some(t) = missed {
+                                return Some((t, rx));
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed now, not on first poll.
+fn termination() -> Shared<BoxFuture<'static, ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => futures::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down: finishing reconciles in flight, taking no new work");
+    }
+    .boxed()
+    .shared()
+}
+
+/// Runs the operator until SIGTERM or Ctrl-C: keeps the caches on every
+/// replica, and acts (revocation on start, controllers, sweep) only while it
+/// leads. On shutdown, reconciles in flight finish before the Lease is released.
+pub async fn run(client: Client, settings: Settings) -> Result<()> {
+    let stop = termination();
+    let health = crate::http::Health::new();
+    let server = match settings.http_addr {
+        Some(addr) => Some(crate::http::serve(addr, health.clone()).await.map_err(Error::Http)?),
+        None => None,
+    };
+    let caches = Caches::start(&client);
+    tokio::select! {
+        synced = caches.synced() => synced?,
+        _ = stop.clone() => return Ok(()),
+    }
+    health.set_ready(true);
+
+    let (acting_tx, mut acting) = watch::channel(settings.leader_election.is_none());
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    // Without election, `acting` stays true as long as its sender lives.
+    let (election, always_acting) = match settings.leader_election.clone() {
+        Some(lease) => {
+            tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for the lease");
+            let release = async move {
+                let _ = release_rx.await;
+            };
+            (Some(tokio::spawn(leadership::elect(client.clone(), lease, acting_tx, release))), None)
+        }
+        None => (None, Some(acting_tx)),
+    };
+    let mut outcome = Ok(());
+    loop {
+        tokio::select! {
+            _ = stop.clone() => break,
+            led = acting.wait_for(|a| *a) => if led.is_err() { break },
+        }
+        tracing::info!("leading: acting");
+        let mut term = tokio::spawn(act(client.clone(), caches.clone(), settings.clone(), stop.clone()));
+        let lost = tokio::select! {
+            _ = acting.wait_for(|a| !*a) => true,
+            ended = &mut term => {
+                outcome = ended.unwrap_or(Ok(()));
+                break;
+            }
+        };
+        if lost {
+            // Before anyone else may take the Lease: the fence leaves a margin.
+            term.abort();
+            let _ = term.await;
+            crate::metrics::global().set_leader(None);
+            tracing::warn!("lost the lease: stopped acting, waiting to lead again");
+        }
+    }
+    crate::metrics::global().set_leader(None);
+    drop(always_acting);
+    drop(release_tx);
+    if let Some(election) = election {
+        let _ = election.await;
+    }
+    if let Some(server) = server {
+        server.abort();
+    }
+    tracing::info!("operator stopped");
+    outcome
+}
+
+/// One term as leader: revoke what expired while nobody acted, then run the
+/// controllers and the sweep until `stop` (graceful) or until aborted (lease lost).
+async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<BoxFuture<'static, ()>>) -> Result<()> {
     let requests_api = Api::<AccessRequest>::all(client.clone());
     let controller = Controller::new(requests_api, watcher::Config::default());
-    let stores = Stores {
-        policies: policies.clone(),
-        approvals: approvals.clone(),
-        agents: agents.clone(),
-        namespaces: ns_store.clone(),
-        requests: controller.store(),
-        admission_policies: admission_policies.clone(),
-        admission_bindings: admission_bindings.clone(),
-        role_bindings: role_bindings.clone(),
-        cluster_role_bindings: cluster_role_bindings.clone(),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), stores, settings.trust_domain.clone()));
-
-    // Decisions read these caches: never decide on a cache that has not synced.
-    policies.wait_until_ready().await.map_err(|_| Error::MissingField("policy cache"))?;
-    agents.wait_until_ready().await.map_err(|_| Error::MissingField("agent cache"))?;
-    approvals.wait_until_ready().await.map_err(|_| Error::MissingField("approval cache"))?;
-    ns_store.wait_until_ready().await.map_err(|_| Error::MissingField("namespace cache"))?;
-    admission_policies.wait_until_ready().await.map_err(|_| Error::MissingField("admission policy cache"))?;
-    admission_bindings.wait_until_ready().await.map_err(|_| Error::MissingField("admission binding cache"))?;
-    role_bindings.wait_until_ready().await.map_err(|_| Error::MissingField("rolebinding cache"))?;
-    cluster_role_bindings.wait_until_ready().await.map_err(|_| Error::MissingField("clusterrolebinding cache"))?;
+    let ctx = Arc::new(Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone()));
+    crate::metrics::global().set_leader(Some(controller.store()));
     if let Err(why) = ctx.admission_ready() {
         tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
     }
@@ -140,7 +297,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     let sweeper = {
         let ctx = ctx.clone();
         let interval = settings.sweep_interval;
-        tokio::spawn(async move {
+        async move {
             let mut tick = tokio::time::interval(interval);
             tick.tick().await;
             loop {
@@ -155,25 +312,25 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
                     Err(e) => tracing::warn!(error = %e, "sweep failed"),
                 }
             }
-        })
+        }
     };
 
+    let approval_triggers = caches.subscribe(
+        |c| match c {
+            Change::Approval(r) => Some(r),
+            _ => None,
+        },
+        None,
+    );
+    let everything = caches.subscribe(|c| matches!(c, Change::Decisions).then_some(()), Some(()));
+    let rbac = caches.subscribe(|c| matches!(c, Change::Rbac).then_some(()), Some(()));
     let managed = watcher::Config::default().labels(names::MANAGED_SELECTOR);
-    let approval_triggers = approval_rx.filter_map(|a: AccessApproval| async move {
-        Some(ObjectRef::<AccessRequest>::new(&a.spec.request).within(&a.namespace()?))
-    });
-    let everything = futures::stream::select_all([
-        policy_rx.map(|_| ()).boxed(),
-        agent_rx.map(|_| ()).boxed(),
-        vap_rx.map(|_| ()).boxed(),
-        vapb_rx.map(|_| ()).boxed(),
-    ]);
     let agents_controller = Controller::new(Api::<AgentIdentity>::all(client.clone()), watcher::Config::default())
         .watches(Api::<AccessRequest>::all(client.clone()), watcher::Config::default(), |r: AccessRequest| {
             Some(ObjectRef::<AgentIdentity>::new(r.spec.for_agent.as_deref()?).within(&r.namespace()?))
         })
-        .reconcile_all_on(rbac_rx)
-        .shutdown_on_signal()
+        .reconcile_all_on(rbac)
+        .graceful_shutdown_on(stop.clone())
         .run(agent_identity::reconcile, agent_error_policy, ctx.clone())
         .for_each(|_| async {});
     let requests_controller = controller
@@ -182,8 +339,8 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         .watches(Api::<ServiceAccount>::all(client.clone()), managed, owner_request)
         .reconcile_on(approval_triggers)
         .reconcile_all_on(everything)
-        .shutdown_on_signal()
-        .run(access_request::reconcile, error_policy, ctx)
+        .graceful_shutdown_on(stop)
+        .run(reconcile_request, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 // Reconciler errors are logged (and retried) by error_policy.
@@ -192,13 +349,24 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
                 Err(e) => tracing::warn!(error = %e, "controller could not run a reconcile"),
             }
         });
-    futures::future::join(requests_controller, agents_controller).await;
-    sweeper.abort();
-    tracing::info!("operator stopped");
+    tokio::select! {
+        _ = futures::future::join(requests_controller, agents_controller) => {}
+        _ = sweeper => {}
+    }
     Ok(())
 }
 
+/// Requests that `kube-jit uninstall` ended are no longer kube-jit's: leaving
+/// them alone keeps their finalizer from coming back while CRDs are deleted.
+async fn reconcile_request(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result<Action> {
+    if uninstall::was_uninstalled(&request) {
+        return Ok(Action::await_change());
+    }
+    access_request::reconcile(request, ctx).await
+}
+
 fn agent_error_policy(agent: Arc<AgentIdentity>, error: &Error, _ctx: Arc<Context>) -> Action {
+    crate::metrics::global().reconcile_error("AgentIdentity");
     tracing::warn!(agent = %agent.name_any(), error = %error, "AgentIdentity reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
@@ -210,6 +378,7 @@ fn error_policy(request: Arc<AccessRequest>, error: &Error, _ctx: Arc<Context>) 
     if conflict {
         return Action::requeue(Duration::from_millis(100));
     }
+    crate::metrics::global().reconcile_error("AccessRequest");
     tracing::warn!(request = %request.name_any(), namespace = request.namespace().unwrap_or_default(), error = %error, label = error.metric_label(), "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(1))
 }

@@ -68,15 +68,7 @@ fn verdict(meta: &kube::api::ObjectMeta, live: &HashMap<String, String>, now: Ti
 /// Objects are listed before requests: a grant's status is recorded before its
 /// objects are made, so every object seen here has its grant visible below.
 pub async fn sweep(client: &Client) -> Result<usize> {
-    let lp = ListParams::default().labels(names::MANAGED_SELECTOR);
-    let mut found = Vec::new();
-    found.extend(list_kind::<RoleBinding>(client, &lp).await?);
-    found.extend(list_kind::<ClusterRoleBinding>(client, &lp).await?);
-    found.extend(list_kind::<ServiceAccount>(client, &lp).await?);
-    // Secrets are not listed: the operator holds no read access to them; the
-    // garbage collector removes token Secrets with their (owning) request.
-    found.extend(list_kind::<Role>(client, &lp).await?);
-    found.extend(list_kind::<ClusterRole>(client, &lp).await?);
+    let found = managed_objects(client).await?;
 
     // Live grants: request `namespace/name` → grant id.
     let requests = Api::<AccessRequest>::all(client.clone()).list(&ListParams::default()).await?;
@@ -110,6 +102,20 @@ pub async fn sweep(client: &Client) -> Result<usize> {
         }
     }
     Ok(deleted)
+}
+
+/// Every object labelled as kube-jit's, as (kind, metadata), bindings first.
+/// Secrets are not listed: the operator holds no read access to them; the
+/// garbage collector removes token Secrets with their (owning) request.
+pub async fn managed_objects(client: &Client) -> Result<Vec<(String, kube::api::ObjectMeta)>> {
+    let lp = ListParams::default().labels(names::MANAGED_SELECTOR);
+    let mut found = Vec::new();
+    found.extend(list_kind::<RoleBinding>(client, &lp).await?);
+    found.extend(list_kind::<ClusterRoleBinding>(client, &lp).await?);
+    found.extend(list_kind::<ServiceAccount>(client, &lp).await?);
+    found.extend(list_kind::<Role>(client, &lp).await?);
+    found.extend(list_kind::<ClusterRole>(client, &lp).await?);
+    Ok(found)
 }
 
 async fn list_kind<K>(client: &Client, lp: &ListParams) -> Result<Vec<(String, kube::api::ObjectMeta)>>

@@ -176,6 +176,7 @@ pub async fn make(
         ..Details::default()
     };
     audit::record(AuditEvent::Granted, &written, details);
+    crate::metrics::global().granted(request, now);
     ctx.event(request, false, reasons::GRANTED, message).await;
     Ok(until(expires_at))
 }
@@ -242,6 +243,7 @@ pub async fn end_one(
         let mut recorded = request.clone();
         recorded.status = Some(status.clone());
         audit::record(event, &recorded, details);
+        crate::metrics::global().ended(phase, reason, status.grant.as_ref());
         ctx.event(request, phase != Phase::Expired, reason, message).await;
     }
     Ok(Action::await_change())

@@ -17,6 +17,8 @@ pub struct Operator {
     pub log: PathBuf,
     kubeconfig: PathBuf,
     args: Vec<String>,
+    /// Where its `/metrics`, `/healthz` and `/readyz` answer (127.0.0.1).
+    pub port: u16,
 }
 
 /// The username the operator authenticates as in tests.
@@ -34,7 +36,13 @@ impl Operator {
     pub async fn start_as(cluster: &Cluster, args: &[&str], namespace: &str, name: &str) -> Operator {
         let kubeconfig = operator_kubeconfig(cluster, namespace, name).await;
         let log = cluster.dir.join(format!("operator-{}.log", super::unique_name("run")));
-        let mut op = Operator { child: None, log, kubeconfig, args: args.iter().map(|s| s.to_string()).collect() };
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        // Its own port on loopback, never the default 0.0.0.0:8080 several operators would share.
+        let port = free_port();
+        if !args.iter().any(|a| a == "--http-addr") {
+            args.extend(["--http-addr".to_string(), format!("127.0.0.1:{port}")]);
+        }
+        let mut op = Operator { child: None, log, kubeconfig, args, port };
         op.restart();
         op
     }
@@ -56,12 +64,43 @@ impl Operator {
         self.child = Some(child);
     }
 
+    /// SIGTERM, then waits (up to `limit`) for the process to exit; returns its exit status.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("operator running");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the operator") {
+                return status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                panic!("operator did not exit within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: the operator gets no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The process id while running (a `--leader-elect` identity outside a cluster ends in `-<pid>`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let port = self.port;
+        let ok = super::eventually(Duration::from_secs(60), || async { http_get(port, "/readyz").0 == 200 }).await;
+        assert!(ok, "operator not ready; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
     /// The operator's log lines (JSON).
@@ -90,6 +129,44 @@ impl Operator {
         .await;
         assert!(ok, "operator did not start; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
+}
+
+/// Runs `kube-jit <args>` to completion as the operator's ServiceAccount.
+pub async fn run_as_operator(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    cluster.kubectl(&["apply", "--server-side", "-f", "deploy/operator-rbac.yaml"]);
+    let kubeconfig = operator_kubeconfig(cluster, "kube-jit-system", "kube-jit").await;
+    Command::new(env!("CARGO_BIN_EXE_kube-jit"))
+        .args(args)
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kube-jit")
+}
+
+/// A TCP port on 127.0.0.1 nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
+}
+
+/// `GET http://127.0.0.1:<port><path>`: (status code, body); (0, "") if nothing answers.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// The value of the sample `series` (name with labels, exactly as exposed) in metrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
 }
 
 impl Drop for Operator {

@@ -241,3 +241,43 @@ pub async fn sleep_until(t: jiff::Timestamp) {
         tokio::time::sleep(Duration::try_from(wait).unwrap()).await;
     }
 }
+
+/// The common stage: namespaces `agents`, `team-a`, `team-b` (labelled `team`),
+/// the requester role, an agent `planner` in `agents`, `policy` as
+/// `agents-read`, and token Secrets allowed in `agents`.
+pub async fn stage(cluster: &Cluster, admin: &Client, policy: serde_json::Value) -> Agent {
+    for ns in ["agents", "team-a", "team-b"] {
+        create_namespace(admin, ns, json!({"team": ns})).await;
+    }
+    install_requester_role(admin).await;
+    let agent = Agent::create(cluster, admin, "agents", "planner").await;
+    apply_policy(admin, "agents-read", policy).await;
+    cluster.kubectl(&[
+        "create",
+        "rolebinding",
+        "kube-jit-token-secrets",
+        "-n",
+        "agents",
+        "--clusterrole",
+        "kube-jit-token-secrets",
+        "--serviceaccount",
+        "kube-jit-system:kube-jit",
+    ]);
+    agent
+}
+
+/// `planner` may have `view` in `team-a` without approval.
+pub fn auto_policy() -> serde_json::Value {
+    json!({
+        "subjects": {"serviceAccounts": [{"namespace": "agents", "name": "planner"}]},
+        "grants": {"clusterRoles": ["view"], "namespaces": {"names": ["team-a"]}},
+        "duration": {"default": "5m", "max": "1h"},
+        "purpose": {"required": true}
+    })
+}
+
+/// A request for `view` in `team-a` for `duration`.
+pub fn view_request(duration: &str) -> serde_json::Value {
+    json!({"role": {"kind": "ClusterRole", "name": "view"}, "namespaces": ["team-a"],
+           "duration": duration, "purpose": "read pods to debug a failing rollout"})
+}

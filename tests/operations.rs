@@ -1,0 +1,131 @@
+//! Operating kube-jit on the real control plane: the metrics and health
+//! endpoints after a grant, a denial and an expiry; and `kube-jit uninstall`,
+//! run with only the operator's RBAC, leaving no grant, object or finalizer.
+mod support;
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube_jit::api::{AccessRequest, Phase};
+use serde_json::json;
+use support::Cluster;
+use support::operator::{self, Operator, http_get, metric};
+use support::scenario::{self, auto_policy, view_request};
+
+#[tokio::test]
+async fn metrics_and_health_after_a_grant_a_denial_and_an_expiry() {
+    let cluster = Cluster::dedicated();
+    let admin = cluster.admin();
+    let agent = scenario::stage(&cluster, &admin, auto_policy()).await;
+    let operator = Operator::start(&cluster, &[]).await;
+    let port = operator.port;
+    operator.wait_started().await;
+    operator.wait_ready().await;
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    let metrics = || http_get(port, "/metrics").1;
+    assert_eq!(metric(&metrics(), "kube_jit_leader"), Some(1.0), "without --leader-elect it always acts");
+
+    agent.request("short", view_request("3s")).await;
+    let mut elsewhere = view_request("5m");
+    elsewhere["namespaces"] = json!(["team-b"]);
+    agent.request("elsewhere", elsewhere).await;
+    scenario::wait_phase(&admin, "agents", "short", Phase::Granted, Duration::from_secs(20)).await;
+    scenario::wait_phase(&admin, "agents", "elsewhere", Phase::Denied, Duration::from_secs(10)).await;
+    let text = metrics();
+    assert_eq!(metric(&text, "kube_jit_live_grants"), Some(1.0), "{text}");
+    scenario::wait_phase(&admin, "agents", "short", Phase::Expired, Duration::from_secs(10)).await;
+
+    let text = metrics();
+    eprintln!("{text}");
+    let value = |series: &str| metric(&text, series).unwrap_or_else(|| panic!("{series} missing from\n{text}"));
+    assert_eq!(value(r#"kube_jit_requests_total{outcome="granted",reason="Granted"}"#), 1.0);
+    assert_eq!(value(r#"kube_jit_requests_total{outcome="expired",reason="Expired"}"#), 1.0);
+    assert_eq!(value(r#"kube_jit_requests_total{outcome="denied",reason="NoPolicyAllows"}"#), 1.0);
+    assert_eq!(value("kube_jit_live_grants"), 0.0);
+    assert_eq!(value("kube_jit_grant_latency_seconds_count"), 1.0);
+    // Creation timestamps have whole seconds: up to 1 s of latency is rounding.
+    let latency = value("kube_jit_grant_latency_seconds_sum");
+    assert!((0.0..3.0).contains(&latency), "grant latency {latency}");
+    assert_eq!(value("kube_jit_revocation_lag_seconds_count"), 1.0);
+    let lag = value("kube_jit_revocation_lag_seconds_sum");
+    assert!((0.0..1.0).contains(&lag), "revocation lag {lag}");
+    assert_eq!(value(r#"kube_jit_revocation_lag_seconds_bucket{le="1.0"}"#), 1.0);
+    assert!(metric(&text, r#"kube_jit_reconcile_errors_total{kind="AccessRequest"}"#).is_some(), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+    assert_eq!(http_get(port, "/readyz").0, 200);
+}
+
+#[tokio::test]
+async fn uninstall_revokes_every_grant_and_leaves_nothing_behind() {
+    let cluster = Cluster::dedicated();
+    let admin = cluster.admin();
+    let agent = scenario::stage(&cluster, &admin, auto_policy()).await;
+    let operator = Operator::start(&cluster, &[]).await;
+    operator.wait_started().await;
+
+    agent.request("minted", view_request("10m")).await;
+    let mut with_secret = view_request("10m");
+    with_secret["delivery"] = json!({"tokenSecret": true});
+    agent.request("with-secret", with_secret).await;
+    let mut pending = view_request("5m");
+    pending["namespaces"] = json!(["team-b"]);
+    agent.request("denied", pending).await;
+    let minted = scenario::wait_phase(&admin, "agents", "minted", Phase::Granted, Duration::from_secs(20)).await;
+    let secret_grant =
+        scenario::wait_phase(&admin, "agents", "with-secret", Phase::Granted, Duration::from_secs(20)).await;
+    scenario::wait_phase(&admin, "agents", "denied", Phase::Denied, Duration::from_secs(10)).await;
+    let minted_client = cluster.client_with_token(&agent.mint(&minted).await.unwrap());
+    let secret_name =
+        secret_grant.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap().name;
+    let secret =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), "agents").get(&secret_name).await.unwrap();
+    let secret_client = cluster.client_with_token(&String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap());
+    for client in [&minted_client, &secret_client] {
+        scenario::wait_pods_status(client, "team-a", 200, Duration::from_secs(5)).await;
+    }
+
+    // Run while the operator still runs, as a Helm pre-delete hook would.
+    let out = operator::run_as_operator(&cluster, &["uninstall"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("uninstall stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "uninstall failed");
+    assert!(stdout.contains("grants revoked: 2"), "{stdout}");
+
+    for client in [&minted_client, &secret_client] {
+        let code = scenario::list_pods_status(client, "team-a").await;
+        assert!(code == 403 || code == 401, "a grant token still works after uninstall: {code}");
+    }
+    let requests = Api::<AccessRequest>::all(admin.clone()).list(&ListParams::default()).await.unwrap().items;
+    for r in &requests {
+        let status = r.status.clone().unwrap();
+        assert!(r.finalizers().is_empty(), "{:?} keeps finalizers {:?}", r.metadata.name, r.finalizers());
+        if r.metadata.name.as_deref() == Some("denied") {
+            assert_eq!(status.phase, Phase::Denied, "an ended request stays as it ended");
+            continue;
+        }
+        assert_eq!(status.phase, Phase::Revoked, "{:?}", r.metadata.name);
+        let revoked = status.conditions.iter().find(|c| c.type_ == "Revoked").unwrap();
+        assert_eq!(revoked.reason, "Uninstalled");
+        let grant_id = status.grant.unwrap().id;
+        // The audit line comes from the uninstall run itself.
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&grant_id), "no audit line for grant {grant_id}");
+    }
+    assert!(scenario::managed_objects(&admin).await.is_empty(), "{:?}", scenario::managed_objects(&admin).await);
+    // The operator, still running, does not put the finalizers back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let requests = Api::<AccessRequest>::all(admin.clone()).list(&ListParams::default()).await.unwrap().items;
+    assert!(requests.iter().all(|r| r.finalizers().is_empty()), "finalizers came back");
+
+    // Idempotent: nothing left to do, and says so.
+    let again = operator::run_as_operator(&cluster, &["uninstall"]).await;
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("requests ended: 0, grants revoked: 0, objects deleted: 0, finalizers removed: 0"),
+        "{stdout}"
+    );
+    // Without an operator, the CRDs go at once.
+    drop(operator);
+    cluster.kubectl(&["delete", "--timeout=30s", "-f", "crds/kube-jit.crds.yaml"]);
+}
