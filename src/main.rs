@@ -57,9 +57,12 @@ enum Command {
 
 #[derive(clap::Args)]
 struct UninstallArgs {
-    /// Log filter for the audit lines and warnings (on stderr).
+    /// Log filter for the audit lines and warnings (on stderr; progress goes to stdout).
     #[arg(long, env = "KUBE_JIT_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Log format: JSON lines (so audit lines reach the same collector as the operator's) or text.
+    #[arg(long, env = "KUBE_JIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
 }
 
 #[derive(clap::Args)]
@@ -130,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
             kube_jit::controller::run(client, settings).await?;
         }
         Command::Uninstall(args) => {
-            kube_jit::telemetry::init(&args.log_level, false);
+            kube_jit::telemetry::init(&args.log_level, matches!(args.log_format, LogFormat::Json));
             let client = kube::Client::try_default().await.context("connecting to the cluster")?;
             let report = kube_jit::controller::uninstall::uninstall(&client, &|line| println!("{line}"))
                 .await
