@@ -35,6 +35,11 @@ async fn metrics_and_health_after_a_grant_a_denial_and_an_expiry() {
     let text = metrics();
     assert_eq!(metric(&text, "kube_jit_live_grants"), Some(1.0), "{text}");
     scenario::wait_phase(&admin, "agents", "short", Phase::Expired, Duration::from_secs(10)).await;
+    // The operator counts an ending right after writing it: the phase can be
+    // seen a moment before the counter moves.
+    let expired = r#"kube_jit_requests_total{outcome="expired",reason="Expired"}"#;
+    let counted = support::eventually(Duration::from_secs(5), || async { metric(&metrics(), expired).is_some() }).await;
+    assert!(counted, "{expired} never appeared:\n{}", metrics());
 
     let text = metrics();
     eprintln!("{text}");
