@@ -34,6 +34,8 @@ pub struct Held {
     pub client: Client,
     /// AccessRequest created → first successful in-scope call.
     pub latency: Duration,
+    /// TokenRequests refused (403) after Granted was visible, before one succeeded.
+    pub mint_retries: u32,
 }
 
 /// Asks, waits for Granted (watch), mints a token as the requester, and calls
@@ -42,10 +44,21 @@ pub async fn operator_grant(w: &World, board: &Board, name: &str, duration: &str
     let start = Instant::now();
     request(w, name, duration).await?;
     let granted = board.wait(name, Phase::Granted, GRANT_LIMIT).await?;
-    let token = kube_jit::client::mint_grant_token(&w.agent, &granted, Duration::from_secs(600)).await?;
+    // Granted is recorded after the token RoleBinding is made, but the API
+    // server's authorizer may not have seen that binding yet: retry a 403.
+    let mut mint_retries = 0;
+    let token = loop {
+        match kube_jit::client::mint_grant_token(&w.agent, &granted, Duration::from_secs(600)).await {
+            Err(kube_jit::Error::Kube(kube::Error::Api(s))) if s.code == 403 && mint_retries < 1000 => {
+                mint_retries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => break other?,
+        }
+    };
     let client = w.with_token(&token);
     wait_status(&client, 200, Duration::from_secs(30)).await?;
-    Ok(Held { name: name.to_string(), request: granted, client, latency: start.elapsed() })
+    Ok(Held { name: name.to_string(), request: granted, client, latency: start.elapsed(), mint_retries })
 }
 
 /// The floor: the minimal calls for the same access, by a plain client.
