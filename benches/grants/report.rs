@@ -143,6 +143,22 @@ pub fn summary(r: &Value) -> String {
             verdict(r99, 3.0)
         );
     }
+    let refused: Vec<String> = fig["grant_latency"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            format!(
+                "{} of {} at {} in flight",
+                l["operator_first_token_request_refused"], l["operator"]["n"], l["concurrency"]
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "  first TokenRequest after Granted refused (403, authorizer not caught up; retried): {}",
+        refused.join(", ")
+    );
     let _ = writeln!(
         s,
         "\n2. Revocation lag, expiresAt → first 403 / 401 (ms; floor = the same bindings, then ServiceAccounts, deleted at one instant by a parallel client)"
@@ -179,6 +195,14 @@ pub fn summary(r: &Value) -> String {
             f(&o["to_binding_deleted"]["p99_ms"]),
             f(&fl["to_binding_deleted"]["p50_ms"]),
             f(&fl["to_binding_deleted"]["p99_ms"])
+        );
+        let _ = writeln!(
+            s,
+            "    from kube-jit's own sub-second expiry (status.grant.expiresAt is whole seconds): → 403 p50 {} p99 {}, → binding gone p50 {} p99 {}",
+            f(&o["to_403_from_own_expiry"]["p50_ms"]),
+            f(&o["to_403_from_own_expiry"]["p99_ms"]),
+            f(&o["to_binding_deleted_from_own_expiry"]["p50_ms"]),
+            f(&o["to_binding_deleted_from_own_expiry"]["p99_ms"])
         );
         let _ = writeln!(
             s,

@@ -22,6 +22,11 @@ pub struct Lags {
     pub unauthenticated: Vec<f64>,
     /// expiresAt → the binding's delete committed (API server audit log).
     pub binding_deleted: Vec<f64>,
+    /// The same two lags from the operator's own sub-second expiry (the floor's
+    /// expiry is exact, so there they are the same): status.grant.expiresAt is
+    /// serialized in whole seconds, up to 1 s before the operator's instant.
+    pub forbidden_from_own_expiry: Vec<f64>,
+    pub binding_deleted_from_own_expiry: Vec<f64>,
     /// Grants whose probe saw no 403 in time (counted, not hidden).
     pub never_forbidden: usize,
     pub never_unauthenticated: usize,
@@ -49,6 +54,8 @@ impl Lags {
             "to_403": Summary::of(&self.forbidden).json(),
             "to_401": Summary::of(&self.unauthenticated).json(),
             "to_binding_deleted": Summary::of(&self.binding_deleted).json(),
+            "to_403_from_own_expiry": Summary::of(&self.forbidden_from_own_expiry).json(),
+            "to_binding_deleted_from_own_expiry": Summary::of(&self.binding_deleted_from_own_expiry).json(),
             "never_403": self.never_forbidden, "never_401": self.never_unauthenticated,
             "not_working_just_before_expiry": self.not_working_before,
             "to_403_samples_ms": self.forbidden, "to_binding_deleted_samples_ms": self.binding_deleted,
@@ -164,11 +171,9 @@ pub async fn round(
         .try_collect()
         .await?;
     let position = measure::audit_position(&w.audit_log());
-    let offsets: Vec<f64> = held.iter().map(|h| ms_between(target_second, expires_at(&h.request))).collect();
-    eprintln!(
-        "   target second {target_second}; first expiries {:?}",
-        held.iter().take(3).map(|h| expires_at(&h.request).to_string()).collect::<Vec<_>>()
-    );
+    let own = own_expiries(&w.operator.log());
+    let own_expiry = |h: &Held| own.get(&h.name).copied().unwrap_or_else(|| expires_at(&h.request));
+    let offsets: Vec<f64> = held.iter().map(|h| ms_between(target_second, own_expiry(h))).collect();
     let in_target_second = offsets.iter().filter(|o| (0.0..1000.0).contains(*o)).count() as f64 / n as f64;
     let spread = Summary::of(&offsets);
     let p1 = {
@@ -186,15 +191,22 @@ pub async fn round(
         })
         .collect();
     let mut operator = Lags::default();
-    for p in probes {
-        operator.add(&p.await?);
+    for (h, p) in held.iter().zip(probes) {
+        let ended = p.await?;
+        operator.add(&ended);
+        let rounding = ms_between(expires_at(&h.request), own_expiry(h));
+        if let Some(d) = ended.forbidden {
+            operator.forbidden_from_own_expiry.push(ms(d) - rounding);
+        }
     }
     let calls = measure::calls_since(&w.audit_log(), position, &[OPERATOR_USER]);
     let deleted = measure::binding_deletions(&calls, OPERATOR_USER, TARGET_NS);
-    operator.binding_deleted = held
-        .iter()
-        .filter_map(|h| deleted.get(&target_binding(&h.request)).map(|t| ms_between(expires_at(&h.request), *t)))
-        .collect();
+    for h in &held {
+        if let Some(t) = deleted.get(&target_binding(&h.request)) {
+            operator.binding_deleted.push(ms_between(expires_at(&h.request), *t));
+            operator.binding_deleted_from_own_expiry.push(ms_between(own_expiry(h), *t));
+        }
+    }
     for h in &held {
         board.wait(&h.name, kube_jit::api::Phase::Expired, Duration::from_secs(60)).await?;
     }
@@ -209,4 +221,18 @@ pub async fn round(
         expiry_offsets: offsets,
         expired_before_probing: late,
     })
+}
+
+/// Each grant's expiry as the operator holds it (sub-second), from its
+/// `granted` audit lines: request name → expires_at.
+fn own_expiries(log: &std::path::Path) -> std::collections::HashMap<String, Timestamp> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("\"event\":\"granted\""))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            let name = v["request"].as_str()?.rsplit('/').next()?.to_string();
+            Some((name, v["expires_at"].as_str()?.parse().ok()?))
+        })
+        .collect()
 }
