@@ -198,14 +198,6 @@ pub fn summary(r: &Value) -> String {
         );
         let _ = writeln!(
             s,
-            "    from kube-jit's own sub-second expiry (status.grant.expiresAt is whole seconds): → 403 p50 {} p99 {}, → binding gone p50 {} p99 {}",
-            f(&o["to_403_from_own_expiry"]["p50_ms"]),
-            f(&o["to_403_from_own_expiry"]["p99_ms"]),
-            f(&o["to_binding_deleted_from_own_expiry"]["p50_ms"]),
-            f(&o["to_binding_deleted_from_own_expiry"]["p99_ms"])
-        );
-        let _ = writeln!(
-            s,
             "    → 401           kube-jit p50 {:>6} p99 {:>6}   floor p50 {:>6} p99 {:>6}   (token cache ≈10 s)",
             f(&o["to_401"]["p50_ms"]),
             f(&o["to_401"]["p99_ms"]),

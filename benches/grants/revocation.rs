@@ -22,9 +22,10 @@ pub struct Lags {
     pub unauthenticated: Vec<f64>,
     /// expiresAt → the binding's delete committed (API server audit log).
     pub binding_deleted: Vec<f64>,
-    /// The same two lags from the operator's own sub-second expiry (the floor's
-    /// expiry is exact, so there they are the same): status.grant.expiresAt is
-    /// serialized in whole seconds, up to 1 s before the operator's instant.
+    /// The same two lags from the sub-second expiry in the operator's granted
+    /// audit line (the floor's expiry is exact, so there they are the same).
+    /// status.grant.expiresAt is serialized in whole seconds, and a reconcile
+    /// that reads it back revokes at that whole second: these can be negative.
     pub forbidden_from_own_expiry: Vec<f64>,
     pub binding_deleted_from_own_expiry: Vec<f64>,
     /// Grants whose probe saw no 403 in time (counted, not hidden).
