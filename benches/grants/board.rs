@@ -16,13 +16,16 @@ type Waiter = (Phase, oneshot::Sender<AccessRequest>);
 
 #[derive(Default)]
 struct Inner {
+    /// Waits the watch did not answer in time, settled by reading the request directly.
+    read_directly: usize,
     latest: HashMap<String, AccessRequest>,
     waiters: HashMap<String, Vec<Waiter>>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Board {
     inner: Arc<Mutex<Inner>>,
+    api: Api<AccessRequest>,
 }
 
 fn phase(r: &AccessRequest) -> Phase {
@@ -32,8 +35,8 @@ fn phase(r: &AccessRequest) -> Phase {
 impl Board {
     /// Starts watching the requests in `ns` as `client` sees them.
     pub fn watch(client: Client, ns: &str) -> Board {
-        let board = Board::default();
         let api: Api<AccessRequest> = Api::namespaced(client, ns);
+        let board = Board { inner: Arc::default(), api: api.clone() };
         let inner = board.inner.clone();
         tokio::spawn(async move {
             let stream = watcher::watcher(api, watcher::Config::default());
@@ -53,8 +56,11 @@ impl Board {
     }
 
     /// Waits until request `name` reaches `wanted`; fails if it ends otherwise.
+    /// A watch can fall behind on a loaded API server: a wait it has not
+    /// answered within a few seconds reads the request directly (counted).
     pub async fn wait(&self, name: &str, wanted: Phase, limit: Duration) -> anyhow::Result<AccessRequest> {
-        let rx = {
+        let start = tokio::time::Instant::now();
+        let mut rx = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(r) = inner.latest.get(name)
                 && (phase(r) == wanted || phase(r).is_terminal())
@@ -65,14 +71,30 @@ impl Board {
             inner.waiters.entry(name.to_string()).or_default().push((wanted, tx));
             rx
         };
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(r)) => settle(r, wanted),
-            Ok(Err(_)) => anyhow::bail!("watch for {name} ended"),
-            Err(_) => {
-                let last = self.inner.lock().unwrap_or_else(|e| e.into_inner()).latest.get(name).map(phase);
-                anyhow::bail!("{name} not {wanted:?} after {limit:?} (last seen {last:?})")
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), &mut rx).await {
+                Ok(Ok(r)) => return settle(r, wanted),
+                Ok(Err(_)) => anyhow::bail!("watch for {name} ended"),
+                Err(_) => {
+                    if let Some(r) = self.api.get_opt(name).await?
+                        && (phase(&r) == wanted || phase(&r).is_terminal())
+                    {
+                        self.inner.lock().unwrap_or_else(|e| e.into_inner()).read_directly += 1;
+                        return settle(r, wanted);
+                    }
+                    let last = self.inner.lock().unwrap_or_else(|e| e.into_inner()).latest.get(name).map(phase);
+                    anyhow::ensure!(
+                        start.elapsed() < limit,
+                        "{name} not {wanted:?} after {limit:?} (last seen {last:?})"
+                    );
+                }
             }
         }
+    }
+
+    /// Waits the watch did not answer in time and a direct read settled.
+    pub fn read_directly(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).read_directly
     }
 
     /// How many requests are Granted now, and how many are known at all.

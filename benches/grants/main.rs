@@ -154,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         "apiserver_args": args.apiserver_args,
         "operator_args": ["run"],
         "figures": figures,
+        "requester_waits_settled_by_direct_read": board.read_directly(),
         "timeline": ticks.iter().map(|t| json!([measure::round(t.seconds), t.live_grants, measure::round(t.rss_mib)])).collect::<Vec<_>>(),
     });
     std::fs::write(args.out.join("bench-results.json"), serde_json::to_string_pretty(&results)?)?;

@@ -209,7 +209,7 @@ pub async fn round(
         }
     }
     for h in &held {
-        board.wait(&h.name, kube_jit::api::Phase::Expired, Duration::from_secs(60)).await?;
+        board.wait(&h.name, kube_jit::api::Phase::Expired, Duration::from_secs(300)).await?;
     }
     clean_slate(w, Duration::from_secs(300)).await?;
     Ok(Round {
