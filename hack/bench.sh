@@ -11,6 +11,7 @@
 #   --out DIR   where bench-results.json, summary.txt and the SVG plots go
 #               (default: target/bench/<full|reduced>)
 #   --scale N   live grants of the scale section (full: 10000, reduced: 100)
+#   --revocation N[,N]  grants due together, per revocation round (full: 100,1000)
 #
 # Environment: KUBE_JIT_BENCH_APISERVER_ARGS replaces the kube-apiserver flags
 # below; KUBE_JIT_BENCH_PROFILE (release|dev) overrides the build profile.
@@ -20,12 +21,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 reduced=false
 out=
 scale=
+revocation=
 while (( $# )); do
   case "$1" in
     --reduced) reduced=true ;;
     --out) out=${2:?--out needs a directory}; shift ;;
     --scale) scale=${2:?--scale needs a number}; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --revocation) revocation=${2:?--revocation needs numbers}; shift ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -72,6 +75,7 @@ args=(--out "$out" --cluster-dir "$KUBE_JIT_CLUSTER_DIR" --operator "$operator"
       --apiserver-args "$apiserver_args" --profile "$profile")
 $reduced && args+=(--reduced)
 [[ -n $scale ]] && args+=(--scale "$scale")
+[[ -n $revocation ]] && args+=(--revocation "$revocation")
 status=0
 cargo bench --profile "$profile" --bench grants -- "${args[@]}" || status=$?
 # Keep the operator's logs of the run beside the figures (the cluster goes).

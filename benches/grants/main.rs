@@ -69,6 +69,8 @@ struct Args {
     profile: String,
     /// Overrides the number of live grants of the scale section.
     scale: Option<usize>,
+    /// Overrides the revocation rounds (grants due together, comma separated).
+    revocation: Option<Vec<usize>>,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -88,6 +90,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         apiserver_args: value("--apiserver-args").unwrap_or_default(),
         profile: value("--profile").unwrap_or_else(|| "release".into()),
         scale: value("--scale").map(|v| v.parse()).transpose()?,
+        revocation: value("--revocation").map(|v| v.split(',').map(str::parse).collect()).transpose()?,
     }))
 }
 
@@ -96,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let Some(args) = parse_args()? else { return Ok(()) };
     let mut counts = if args.reduced { Counts::reduced() } else { Counts::full() };
     counts.scale = args.scale.unwrap_or(counts.scale);
+    counts.revocation = args.revocation.clone().unwrap_or(counts.revocation);
     std::fs::create_dir_all(&args.out)?;
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let run_start = Instant::now();
