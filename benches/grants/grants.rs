@@ -115,7 +115,8 @@ pub struct Ended {
     pub worked_before: bool,
 }
 
-/// How often probes call: `until_403`, then `until_401`; `offset` spreads
+/// How often probes call: `until_403`, then `until_401` (zero: stop at the
+/// 403); `offset` spreads
 /// the probes of many grants evenly over one interval.
 #[derive(Clone, Copy, Debug)]
 pub struct Cadence {
@@ -145,7 +146,8 @@ pub async fn probe(client: Client, due: Instant, cadence: Cadence, limit: Durati
             ended.unauthenticated = Some(since);
             return ended;
         }
-        if since > limit {
+        // A zero `until_401` asks only for the 403.
+        if since > limit || (ended.forbidden.is_some() && cadence.until_401.is_zero()) {
             return ended;
         }
         let wait = if ended.forbidden.is_some() { cadence.until_401 } else { cadence.until_403 };

@@ -146,10 +146,13 @@ pub async fn round(
     let deleted = measure::binding_deletions(&calls, FLOOR_USER, TARGET_NS);
     floor.binding_deleted =
         held.iter().filter_map(|h| deleted.get(&h.name)).map(|t| ms_between(due_wall, *t)).collect();
+    // The floor's expiry is exact: its own instant is the one it advertised.
+    floor.forbidden_from_own_expiry = floor.forbidden.clone();
+    floor.binding_deleted_from_own_expiry = floor.binding_deleted.clone();
     clean_slate(w, Duration::from_secs(120)).await?;
 
     // kube-jit: n grants aimed at the middle of one second.
-    let prep = Duration::from_secs_f64(n as f64 / grants_per_s.max(1.0) * 2.0 + 8.0);
+    let prep = Duration::from_secs_f64(n as f64 / grants_per_s.max(1.0) * 2.0 + 4.0);
     let target_second = (Timestamp::now() + SignedDuration::try_from(prep)?).round(jiff::Unit::Second)?;
     let target = target_second + SignedDuration::from_millis(500);
     let seen = Arc::new(Mutex::new(vec![expected_grant_ms]));

@@ -152,6 +152,8 @@ impl Operator {
             .stderr(log)
             .spawn()?;
         self.pid_cell.store(child.id(), std::sync::atomic::Ordering::Relaxed);
+        // hack/bench.sh stops this pid if the benchmark itself is killed.
+        std::fs::write(self.dir.join("operator.pid"), child.id().to_string())?;
         self.child = Some(child);
         Ok(())
     }
