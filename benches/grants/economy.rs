@@ -1,0 +1,215 @@
+//! Figures 3 and 4: a burst of grants (time to all granted, to all revoked,
+//! API requests per grant lifecycle, leaks), and scale (many live grants:
+//! memory, CPU per grant, a restart with grants expiring while it is down).
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, Patch, PatchParams};
+use kube_jit::api::{AccessRequest, Phase};
+use serde_json::{Value, json};
+
+use crate::board::Board;
+use crate::grants::{self, Cadence, clean_slate, expires_at, instant_of, managed_objects, probe};
+use crate::measure::{self, Summary, breakdown, breakdown_json, ms, ms_between};
+use crate::world::{AGENTS_NS, FLOOR_USER, OPERATOR_USER, World};
+
+const BURST_CONCURRENCY: usize = 100;
+
+/// `n` requests at once (100 in flight): until all are Granted; then every
+/// one revoked at once (`spec.revoke`, as the requester would) until all are
+/// Revoked. The floor makes and deletes the same ServiceAccounts and bindings.
+pub async fn burst(w: &World, board: &Board, n: usize) -> anyhow::Result<Value> {
+    let pid = w.operator.pid();
+    let cpu0 = measure::cpu_seconds(pid);
+    let position = measure::audit_position(&w.audit_log());
+    let start = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let name = format!("burst-{i}");
+            grants::request(w, &name, "30m").await?;
+            board.wait(&name, Phase::Granted, grants::GRANT_LIMIT).await
+        })
+        .buffer_unordered(BURST_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let all_granted = start.elapsed();
+    let revoke_start = Instant::now();
+    let requests = Api::<AccessRequest>::namespaced(w.agent.clone(), AGENTS_NS);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let requests = requests.clone();
+            async move {
+                let name = format!("burst-{i}");
+                let patch = json!({"spec": {"revoke": true}});
+                requests.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                board.wait(&name, Phase::Revoked, grants::GRANT_LIMIT).await
+            }
+        })
+        .buffer_unordered(BURST_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let all_revoked = revoke_start.elapsed();
+    let cpu = measure::cpu_seconds(pid) - cpu0;
+    // Leaks: whatever is still managed once the revocations are recorded
+    // (every request is Revoked, so nothing should be).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leaked = managed_objects(&w.admin).await?;
+    let calls = measure::calls_since(&w.audit_log(), position, &[OPERATOR_USER]);
+    let operator_calls = breakdown(&calls, OPERATOR_USER);
+    clean_slate(w, Duration::from_secs(300)).await?;
+
+    let position = measure::audit_position(&w.audit_log());
+    let start = Instant::now();
+    let floor: Vec<grants::FloorHeld> = futures::stream::iter(0..n)
+        .map(|i| async move { grants::floor_grant(w, &format!("bfloor-{i}"), false).await })
+        .buffer_unordered(BURST_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let floor_granted = start.elapsed();
+    let revoke_start = Instant::now();
+    futures::stream::iter(floor.iter())
+        .map(|h| async move {
+            grants::floor_revoke_binding(w, &h.name).await?;
+            grants::floor_revoke_identity(w, &h.name).await
+        })
+        .buffer_unordered(BURST_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let floor_revoked = revoke_start.elapsed();
+    let floor_calls = breakdown(&measure::calls_since(&w.audit_log(), position, &[FLOOR_USER]), FLOOR_USER);
+    clean_slate(w, Duration::from_secs(120)).await?;
+
+    let total = |c: &[(String, usize)]| c.iter().map(|(_, n)| n).sum::<usize>() as f64 / n as f64;
+    Ok(json!({
+        "grants": n, "in_flight": BURST_CONCURRENCY,
+        "operator": {"all_granted_s": all_granted.as_secs_f64(), "all_revoked_s": all_revoked.as_secs_f64(),
+                     "api_requests_per_lifecycle": measure::round(total(&operator_calls)),
+                     "api_requests": breakdown_json(&operator_calls, n),
+                     "cpu_seconds_per_lifecycle": measure::round(cpu / n as f64 * 1000.0).as_f64().map(|v| v / 1000.0),
+                     "leaked_objects": leaked.len(), "leaked": leaked},
+        "floor": {"all_granted_s": floor_granted.as_secs_f64(), "all_revoked_s": floor_revoked.as_secs_f64(),
+                  "api_requests_per_lifecycle": measure::round(total(&floor_calls)),
+                  "api_requests": breakdown_json(&floor_calls, n)},
+    }))
+}
+
+/// `n` live grants (100 in flight while making them): the operator's memory
+/// and CPU per grant; then a restart, with `overdue` grants expiring while it
+/// is down: time to ready, to caught up, and to revoking the overdue ones.
+pub async fn scale(w: &mut World, board: &Board, n: usize, overdue: usize, overdue_for: &str) -> anyhow::Result<Value> {
+    let pid = w.operator.pid();
+    let (rss0, _) = measure::memory_mib(pid);
+    let cpu0 = measure::cpu_seconds(pid);
+    let start = Instant::now();
+    {
+        let w = &*w;
+        futures::stream::iter(0..n)
+            .map(|i| async move {
+                let name = format!("scale-{i}");
+                grants::request(w, &name, "1h").await?;
+                board.wait(&name, Phase::Granted, grants::GRANT_LIMIT).await
+            })
+            .buffer_unordered(BURST_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+    }
+    let made_in = start.elapsed();
+    let cpu_making = measure::cpu_seconds(pid) - cpu0;
+    // Let the follow-up reconciles of the last grants settle before reading memory.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss, hwm) = measure::memory_mib(pid);
+    let cpu_settled = measure::cpu_seconds(pid) - cpu0;
+
+    // Grants that will expire while the operator is down.
+    let short: Vec<grants::Held> = {
+        let w = &*w;
+        futures::stream::iter(0..overdue)
+            .map(|i| async move { grants::operator_grant(w, board, &format!("outage-{i}"), overdue_for).await })
+            .buffer_unordered(overdue.max(1))
+            .try_collect()
+            .await?
+    };
+    w.operator.kill();
+    let latest = short.iter().map(|h| expires_at(&h.request)).max().unwrap_or_default();
+    tokio::time::sleep_until(instant_of(latest + jiff::SignedDuration::from_secs(1)).into()).await;
+    let mut still_working = 0;
+    for h in &short {
+        if crate::world::in_scope_status(&h.client).await == 200 {
+            still_working += 1;
+        }
+    }
+
+    let position = measure::audit_position(&w.audit_log());
+    let restarted_wall = jiff::Timestamp::now();
+    let restarted = Instant::now();
+    w.operator.start()?;
+    let cadence = Cadence { until_403: Duration::from_millis(50), until_401: Duration::ZERO, offset: Duration::ZERO };
+    let probes: Vec<_> = short
+        .iter()
+        .map(|h| tokio::spawn(probe(h.client.clone(), restarted, cadence, Duration::from_secs(300))))
+        .collect();
+    let ready_wall = w.operator.wait_ready(Duration::from_secs(600)).await?;
+    let ready_ms = ms_between(restarted_wall, ready_wall);
+    // A request made right after the restart: how long it waits behind the catch-up.
+    let canary_start = Instant::now();
+    grants::request(w, "canary", "10m").await?;
+    board.wait("canary", Phase::Granted, grants::GRANT_LIMIT).await?;
+    let canary_ms = ms(canary_start.elapsed());
+    let caught_up = quiet_after(w, position, restarted_wall, Duration::from_secs(3), Duration::from_secs(600)).await;
+    let mut overdue_403 = Vec::new();
+    for p in probes {
+        if let Some(d) = p.await?.forbidden {
+            overdue_403.push(ms(d));
+        }
+    }
+    let calls = measure::calls_since(&w.audit_log(), position, &[OPERATOR_USER]);
+    let catch_up_calls = breakdown(&calls, OPERATOR_USER);
+    let (rss_after, hwm_after) = measure::memory_mib(w.operator.pid());
+    // No clean-up: revoking every live grant is not measured, and the run's
+    // control plane goes with the run.
+
+    Ok(json!({
+        "live_grants": n, "in_flight": BURST_CONCURRENCY,
+        "made_in_s": made_in.as_secs_f64(), "grants_per_s": measure::round(n as f64 / made_in.as_secs_f64()),
+        "rss_mib_before": measure::round(rss0), "rss_mib": measure::round(rss), "hwm_mib": measure::round(hwm),
+        "cpu_ms_per_grant_made": measure::round(cpu_making / n as f64 * 1000.0),
+        "cpu_ms_per_grant_settled": measure::round(cpu_settled / n as f64 * 1000.0),
+        "restart": {
+            "overdue_grants": overdue, "overdue_still_working_while_down": still_working,
+            "ready_ms": measure::round(ready_ms),
+            "caught_up_ms": caught_up.map(measure::round),
+            "canary_grant_ms": measure::round(canary_ms),
+            "overdue_to_403_ms": Summary::of(&overdue_403).json(),
+            "overdue_never_403": overdue - overdue_403.len(),
+            "api_requests": breakdown_json(&catch_up_calls, n),
+            "rss_mib_after": measure::round(rss_after), "hwm_mib_after": measure::round(hwm_after),
+        },
+    }))
+}
+
+/// Milliseconds from the restart to the operator's last API call before a
+/// pause of `gap`: when the restart's catch-up wave ended.
+async fn quiet_after(
+    w: &World,
+    mut position: u64,
+    restarted: jiff::Timestamp,
+    gap: Duration,
+    limit: Duration,
+) -> Option<f64> {
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let calls = measure::read_calls(&w.audit_log(), &mut position, &[OPERATOR_USER]);
+        last = calls.iter().map(|c| c.at).max().max(last);
+        if let Some(last) = last
+            && jiff::Timestamp::now().duration_since(last).as_secs_f64() >= gap.as_secs_f64()
+        {
+            return Some(ms_between(restarted, last));
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+    }
+}

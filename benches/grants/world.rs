@@ -1,0 +1,271 @@
+//! The benchmark's cluster side: CRDs and admission policies, the operator as
+//! a separate process under its shipped least-privilege RBAC, the requesting
+//! agent (examples/rbac/requester.yaml), the floor client, and the policy.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::json;
+
+pub const AGENTS_NS: &str = "bench-agents";
+pub const TARGET_NS: &str = "bench-target";
+pub const OPERATOR_USER: &str = "system:serviceaccount:kube-jit-system:kube-jit";
+pub const FLOOR_USER: &str = "system:serviceaccount:kube-jit-system:bench-floor";
+pub const AGENT_USER: &str = "system:serviceaccount:bench-agents:bench-agent";
+/// Label on everything the floor client makes, so cleanup finds it.
+pub const FLOOR_LABEL: &str = "kubejit.io/bench";
+
+pub struct World {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub admin: Client,
+    /// The requester: the agent's own ServiceAccount token, requester RBAC only.
+    pub agent: Client,
+    /// The floor: a ServiceAccount with exactly the operator's ClusterRole, so
+    /// its calls meet the same authorizer and the same API server limits.
+    pub floor: Client,
+    pub operator: Operator,
+}
+
+impl World {
+    pub async fn set_up(dir: &Path, repo: &Path, operator_bin: &Path) -> anyhow::Result<World> {
+        let kubeconfig = Kubeconfig::read_from(dir.join("admin.kubeconfig"))?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let admin = Client::try_from(config.clone())?;
+        let kubectl = kubectl_path(repo)?;
+        let run = |args: &[&str]| -> anyhow::Result<std::process::Output> {
+            let out = Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(dir.join("admin.kubeconfig"))
+                .args(args)
+                .current_dir(repo)
+                .output()?;
+            Ok(out)
+        };
+        let must = |args: &[&str]| -> anyhow::Result<()> {
+            let out = run(args)?;
+            anyhow::ensure!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            Ok(())
+        };
+        must(&["apply", "--server-side", "--force-conflicts", "-f", "crds/"])?;
+        must(&["wait", "--for=condition=Established", "--timeout=60s", "-f", "crds/kube-jit.crds.yaml"])?;
+        must(&["apply", "--server-side", "--force-conflicts", "-f", "deploy/operator-rbac.yaml"])?;
+        must(&["apply", "--server-side", "--force-conflicts", "-f", "examples/rbac/requester.yaml"])?;
+        wait_admission_enforced(&run, dir)?;
+
+        for ns in [AGENTS_NS, TARGET_NS] {
+            let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+            Api::<Namespace>::all(admin.clone())
+                .patch(ns, &PatchParams::apply("kube-jit-bench"), &Patch::Apply(&namespace))
+                .await?;
+        }
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "bench-agent-requester"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kube-jit-requester"},
+            "subjects": [{"kind": "ServiceAccount", "name": "bench-agent", "namespace": AGENTS_NS}]}))?;
+        Api::<RoleBinding>::namespaced(admin.clone(), AGENTS_NS)
+            .patch("bench-agent-requester", &PatchParams::apply("kube-jit-bench"), &Patch::Apply(&binding))
+            .await?;
+        let floor_binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "bench-floor"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kube-jit-operator"},
+            "subjects": [{"kind": "ServiceAccount", "name": "bench-floor", "namespace": "kube-jit-system"}]}))?;
+        Api::<ClusterRoleBinding>::all(admin.clone())
+            .patch("bench-floor", &PatchParams::apply("kube-jit-bench"), &Patch::Apply(&floor_binding))
+            .await?;
+        let agent_token = service_account_token(&admin, AGENTS_NS, "bench-agent", true).await?;
+        let floor_token = service_account_token(&admin, "kube-jit-system", "bench-floor", true).await?;
+        let operator_token = service_account_token(&admin, "kube-jit-system", "kube-jit", false).await?;
+
+        let policy: kube_jit::api::AccessPolicy = serde_json::from_value(json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": "bench"},
+        "spec": {
+            "subjects": {"serviceAccounts": [{"namespace": AGENTS_NS, "name": "bench-agent"}]},
+            "grants": {"clusterRoles": ["view"], "namespaces": {"names": [TARGET_NS]}},
+            "duration": {"default": "5m", "max": "1h"}
+        }}))?;
+        Api::<kube_jit::api::AccessPolicy>::all(admin.clone())
+            .patch("bench", &PatchParams::apply("kube-jit-bench"), &Patch::Apply(&policy))
+            .await?;
+
+        let operator_kubeconfig = dir.join("operator.kubeconfig");
+        std::fs::write(&operator_kubeconfig, token_kubeconfig(dir, &config, &operator_token))?;
+        let mut operator = Operator {
+            bin: operator_bin.to_path_buf(),
+            kubeconfig: operator_kubeconfig,
+            dir: dir.to_path_buf(),
+            child: None,
+            starts: 0,
+            pid_cell: Default::default(),
+        };
+        operator.start()?;
+        operator.wait_ready(Duration::from_secs(120)).await?;
+        Ok(World {
+            dir: dir.to_path_buf(),
+            agent: kube_jit::client::client_with_token(&config, &agent_token)?,
+            floor: kube_jit::client::client_with_token(&config, &floor_token)?,
+            admin,
+            config,
+            operator,
+        })
+    }
+
+    /// A client holding nothing but `token`.
+    pub fn with_token(&self, token: &str) -> Client {
+        kube_jit::client::client_with_token(&self.config, token).expect("token client")
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("logs/audit.log")
+    }
+}
+
+/// The operator binary as its own process, authenticated as its ServiceAccount.
+pub struct Operator {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+    /// The running process's id, for samplers (0 while it is down).
+    pub pid_cell: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Operator {
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "operator already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.log())?;
+        let child = Command::new(&self.bin)
+            // No HTTP server: the benchmark reads no metrics, and needs no port.
+            .args(["run", "--http-addr="])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBE_JIT_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.pid_cell.store(child.id(), std::sync::atomic::Ordering::Relaxed);
+        // hack/bench.sh stops this pid if the benchmark itself is killed.
+        std::fs::write(self.dir.join("operator.pid"), child.id().to_string())?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The log of the current (or last) start.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join(format!("operator-{}.log", self.starts))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            self.pid_cell.store(0, std::sync::atomic::Ordering::Relaxed);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the start-up line; returns the wall-clock time it was logged.
+    pub async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<jiff::Timestamp> {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+                if v["message"] == "start-up revocation done" {
+                    let at = v["timestamp"].as_str().and_then(|t| t.parse().ok()).unwrap_or_else(jiff::Timestamp::now);
+                    return Ok(at);
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                anyhow::bail!("operator exited ({status}) before it was ready; log:\n{text}");
+            }
+            anyhow::ensure!(start.elapsed() < limit, "operator not ready after {limit:?}; log:\n{text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn kubectl_path(repo: &Path) -> anyhow::Result<PathBuf> {
+    let out = Command::new(repo.join("hack/local-cluster.sh")).arg("bin-dir").output()?;
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()).join("kubectl"))
+}
+
+/// Admission policies take effect shortly after creation: probe with a
+/// dry-run spoofed request until it is refused (as the tests do).
+fn wait_admission_enforced(
+    run: &dyn Fn(&[&str]) -> anyhow::Result<std::process::Output>,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let spoof = r#"{"apiVersion":"kubejit.io/v1alpha1","kind":"AccessRequest","metadata":{"name":"probe","namespace":"default"},"spec":{"requester":{"user":"probe-spoof"},"role":{"kind":"ClusterRole","name":"view"},"namespaces":["default"]}}"#;
+    let probe = dir.join("admission-probe.json");
+    std::fs::write(&probe, spoof)?;
+    for _ in 0..300 {
+        let out = run(&["create", "--dry-run=server", "-f", probe.to_str().unwrap_or_default()])?;
+        if String::from_utf8_lossy(&out.stderr).contains("kube-jit-requester-is-creator") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("admission policy kube-jit-requester-is-creator not enforced after 30 s")
+}
+
+/// Creates (if needed) a ServiceAccount and mints a token for it. Long-lived
+/// identities of the run get two hours; the operator's too.
+async fn service_account_token(admin: &Client, ns: &str, name: &str, create: bool) -> anyhow::Result<String> {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    if create {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+        sas.patch(name, &PatchParams::apply("kube-jit-bench"), &Patch::Apply(&sa)).await?;
+    }
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"expirationSeconds": 7200}}))?;
+    let minted = sas.create_token_request(name, &PostParams::default(), &request).await?;
+    minted.status.and_then(|s| s.token).ok_or_else(|| anyhow::anyhow!("no token for {ns}/{name}"))
+}
+
+fn token_kubeconfig(dir: &Path, config: &Config, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+        config.cluster_url,
+        dir.join("pki/ca.crt").display()
+    )
+}
+
+/// HTTP status of the in-scope call: list pods in the target namespace.
+pub async fn in_scope_status(client: &Client) -> u16 {
+    match Api::<Pod>::namespaced(client.clone(), TARGET_NS).list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => 200,
+        Err(kube::Error::Api(s)) => s.code,
+        Err(_) => 0,
+    }
+}
+
+/// Polls the in-scope call every 10 ms until it returns `code`.
+pub async fn wait_status(client: &Client, code: u16, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if in_scope_status(client).await == code {
+            return Ok(());
+        }
+        anyhow::ensure!(start.elapsed() < limit, "in-scope call did not return {code} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
