@@ -121,11 +121,24 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
         }),
         ..TokenRequest::default()
     };
-    let minted = Api::<ServiceAccount>::namespaced(client.clone(), &sa.namespace)
-        .create_token_request(&sa.name, &PostParams::default(), &token_request)
-        .await?;
+    let api = Api::<ServiceAccount>::namespaced(client.clone(), &sa.namespace);
+    // The RoleBinding that lets the requester mint exists before the request
+    // says Granted, but the API server's authorizer learns of it from its own
+    // watch a moment later: a 403 in the first seconds is retried.
+    let deadline = std::time::Instant::now() + MINT_AUTHORIZATION_GRACE;
+    let minted = loop {
+        match api.create_token_request(&sa.name, &PostParams::default(), &token_request).await {
+            Err(kube::Error::Api(s)) if s.code == 403 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => break other?,
+        }
+    };
     minted.status.and_then(|s| s.token).filter(|t| !t.is_empty()).ok_or(crate::Error::NoToken)
 }
+
+/// How long [`mint_grant_token`] retries a 403 right after a grant.
+const MINT_AUTHORIZATION_GRACE: Duration = Duration::from_secs(3);
 
 /// `config` with its credentials replaced by `token`: same server, CA, TLS
 /// name and timeouts. Every other credential (client certificate, exec
