@@ -40,6 +40,9 @@ pub async fn approve(
 ) -> Result<Action> {
     let now = Timestamp::now();
     let expires_at = now + jiff::SignedDuration::try_from(approval.duration).unwrap_or(jiff::SignedDuration::ZERO);
+    // Status shows whole seconds: revoke at the instant it shows, never later
+    // (rounding down shortens a grant by under a second).
+    let expires_at = Timestamp::from_second(expires_at.as_second()).unwrap_or(expires_at);
     let ns = request.namespace().unwrap_or_default();
     let id = names::grant_id(&ns, &request.name_any(), &request.uid().unwrap_or_default());
     let mut chain = approval.chain_above;
@@ -289,5 +292,7 @@ pub async fn write_status(
         "status": status,
     });
     let params = PatchParams::apply(objects::FIELD_MANAGER).force();
-    Ok(api.patch_status(&request.name_any(), &params, &Patch::Apply(&patch)).await?)
+    let written = api.patch_status(&request.name_any(), &params, &Patch::Apply(&patch)).await?;
+    ctx.wrote(&written);
+    Ok(written)
 }
