@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::transitions::{self, Approval, end, write_status};
-use super::{delegation, extension, objects};
+use super::{delegation, extension};
 use crate::api::access_policy::{ApprovalMode, Approvers};
 use crate::api::access_request::{AccessRequest, AccessRequestStatus, GrantStatus, Phase};
 use crate::audit::{self, AuditEvent, Details};
@@ -23,6 +23,11 @@ use crate::names::FINALIZER;
 use crate::policy::{self, approval};
 
 pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result<Action> {
+    if ctx.cache_behind(&request) {
+        // The watch will deliver the copy this process just wrote (and trigger
+        // a reconcile); the requeue only covers a watch that is slow.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let ns = request.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, request, |event| async {
@@ -217,7 +222,13 @@ async fn live(
         return transitions::make(request, ctx, status, plan, expires_at).await;
     }
     for object in &grant.objects {
-        if !objects::exists_ref(&ctx.client, object).await? {
+        if !ctx.object_exists(object).await? {
+            if status.delegation_chain.len() > 1
+                && let Err(why) = delegation::parent_live_now(ctx, &status).await
+            {
+                // Its parent ended and took the objects down first.
+                return end(request, ctx, Phase::Revoked, reasons::PARENT_REVOKED, why).await;
+            }
             let why = format!(
                 "{} {}/{} of the grant was deleted; the grant is revoked rather than restored",
                 object.kind, object.namespace, object.name

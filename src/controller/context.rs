@@ -16,6 +16,12 @@ use crate::api::access_request::{AccessRequest, Phase};
 use crate::api::agent_identity::AgentIdentity;
 use crate::policy::ClusterFacts;
 
+/// resourceVersions are opaque to clients, but the API server's are etcd
+/// revisions; where one does not parse, nothing is skipped.
+fn resource_version(request: &AccessRequest) -> Option<u64> {
+    request.metadata.resource_version.as_deref()?.parse().ok()
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
@@ -30,7 +36,18 @@ pub struct Context {
     /// Grants approved by this process that the cache may not show yet:
     /// request uid → (subject, policy).
     pub pending: std::sync::Mutex<BTreeMap<String, (String, String)>>,
+    /// The resourceVersion of each request's last status write by this
+    /// process, and when: a reconcile of an older cached copy would redo work
+    /// already done and then fail its conditional write.
+    written: std::sync::Mutex<BTreeMap<String, (u64, std::time::Instant)>>,
+    /// Metadata caches of the objects kube-jit made (while the controllers run).
+    pub managed: Option<super::managed::ManagedObjects>,
 }
+
+/// How long a reconcile waits for the cache to show this process's own write
+/// before acting anyway (every write is conditional, so acting on a stale copy
+/// is safe, only wasteful).
+const CACHE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Context {
     pub fn new(client: Client, stores: Stores, trust_domain: String) -> Context {
@@ -42,7 +59,43 @@ impl Context {
             trust_domain,
             decisions: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(BTreeMap::new()),
+            written: std::sync::Mutex::new(BTreeMap::new()),
+            managed: None,
         }
+    }
+
+    /// The same context, checking grant objects against `managed`.
+    pub fn with_managed(mut self, managed: super::managed::ManagedObjects) -> Context {
+        self.managed = Some(managed);
+        self
+    }
+
+    /// Whether a grant's object exists: the cache when it shows it, else the API server.
+    pub async fn object_exists(&self, object: &crate::api::ObjectRef) -> crate::Result<bool> {
+        if self.managed.as_ref().is_some_and(|m| m.contains(object)) {
+            return Ok(true);
+        }
+        super::objects::exists_ref(&self.client, object).await
+    }
+
+    /// Records the resourceVersion a status write returned.
+    pub fn wrote(&self, written: &AccessRequest) {
+        let (Some(uid), Some(rv)) = (written.uid(), resource_version(written)) else { return };
+        let mut map = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if written.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+            map.remove(&uid);
+        } else {
+            map.insert(uid, (rv, std::time::Instant::now()));
+        }
+    }
+
+    /// Whether the cached `request` is older than this process's last write of
+    /// it (made less than [`CACHE_CATCH_UP`] ago): its reconcile should wait
+    /// for the watch to deliver the newer copy instead of redoing that work.
+    pub fn cache_behind(&self, request: &AccessRequest) -> bool {
+        let (Some(uid), Some(cached)) = (request.uid(), resource_version(request)) else { return false };
+        let map = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&uid).is_some_and(|(rv, at)| cached < *rv && at.elapsed() < CACHE_CATCH_UP)
     }
 
     /// Publishes an Event on the request; failures are logged, never fatal.

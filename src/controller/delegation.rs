@@ -118,6 +118,25 @@ pub fn parent_expiry(ctx: &Context, status: &AccessRequestStatus) -> Option<Time
     parent?.status.as_ref()?.grant.as_ref()?.expires_at.as_ref().map(|t| t.0)
 }
 
+/// Like [`parent_still_live`], but reading the parent from the API server, not
+/// the cache: for deciding why a delegated grant's objects vanished (its parent
+/// ending takes them down before the cache shows the parent ended).
+pub async fn parent_live_now(ctx: &Context, status: &AccessRequestStatus) -> Result<(), String> {
+    let (parent_id, parent) = parent_grant(ctx, status);
+    let parent = parent.ok_or_else(|| format!("parent grant {parent_id} no longer exists"))?;
+    let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &parent.namespace().unwrap_or_default());
+    match api.get_opt(&parent.name_any()).await {
+        Ok(Some(fresh)) => {
+            let s = fresh.status.unwrap_or_default();
+            let live = s.phase == Phase::Granted && s.grant.as_ref().is_some_and(|g| g.revoked_at.is_none());
+            if live { Ok(()) } else { Err(format!("parent grant {parent_id} is {:?}", s.phase)) }
+        }
+        Ok(None) => Err(format!("parent grant {parent_id} no longer exists")),
+        // Unknown: the caller's own reason stands.
+        Err(_) => Ok(()),
+    }
+}
+
 /// A delegated grant's parent must still be live.
 pub fn parent_still_live(ctx: &Context, status: &AccessRequestStatus) -> Result<(), String> {
     let (parent_id, parent) = parent_grant(ctx, status);

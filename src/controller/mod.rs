@@ -6,6 +6,7 @@ pub mod agent_identity;
 pub mod context;
 pub mod delegation;
 pub mod extension;
+pub mod managed;
 pub mod objects;
 pub mod sweep;
 pub mod transitions;
@@ -19,7 +20,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -72,14 +73,21 @@ enum Change {
     Approval(ObjectRef<AccessRequest>),
 }
 
+/// Cached objects never need their managedFields (often most of an object's
+/// size): dropping them keeps the operator's memory per object small.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 /// Starts a reflector for `K` in its own task, announcing each change `what` maps it to.
 fn cache<K>(api: Api<K>, changes: &broadcast::Sender<Change>, what: fn(&K) -> Option<Change>) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(drop_managed_fields))
+        .default_backoff()
+        .touched_objects();
     let changes = changes.clone();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
@@ -282,8 +290,15 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
 /// controllers and the sweep until `stop` (graceful) or until aborted (lease lost).
 async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<BoxFuture<'static, ()>>) -> Result<()> {
     let requests_api = Api::<AccessRequest>::all(client.clone());
-    let controller = Controller::new(requests_api, watcher::Config::default());
-    let ctx = Arc::new(Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone()));
+    let (reader, writer) = reflector::store();
+    let requests =
+        reflector::reflector(writer, watcher(requests_api, watcher::Config::default()).modify(drop_managed_fields))
+            .default_backoff()
+            .applied_objects();
+    let controller = Controller::for_stream(requests, reader);
+    let (managed_objects, managed_changes) = managed::ManagedObjects::start(&client);
+    let ctx = Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone());
+    let ctx = Arc::new(ctx.with_managed(managed_objects));
     crate::metrics::global().set_leader(Some(controller.store()));
     if let Err(why) = ctx.admission_ready() {
         tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
@@ -324,7 +339,6 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
     );
     let everything = caches.subscribe(|c| matches!(c, Change::Decisions).then_some(()), Some(()));
     let rbac = caches.subscribe(|c| matches!(c, Change::Rbac).then_some(()), Some(()));
-    let managed = watcher::Config::default().labels(names::MANAGED_SELECTOR);
     let agents_controller = Controller::new(Api::<AgentIdentity>::all(client.clone()), watcher::Config::default())
         .watches(Api::<AccessRequest>::all(client.clone()), watcher::Config::default(), |r: AccessRequest| {
             Some(ObjectRef::<AgentIdentity>::new(r.spec.for_agent.as_deref()?).within(&r.namespace()?))
@@ -334,9 +348,7 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
         .run(agent_identity::reconcile, agent_error_policy, ctx.clone())
         .for_each(|_| async {});
     let requests_controller = controller
-        .watches(Api::<RoleBinding>::all(client.clone()), managed.clone(), owner_request)
-        .watches(Api::<ClusterRoleBinding>::all(client.clone()), managed.clone(), owner_request)
-        .watches(Api::<ServiceAccount>::all(client.clone()), managed, owner_request)
+        .reconcile_on(managed_changes)
         .reconcile_on(approval_triggers)
         .reconcile_all_on(everything)
         .graceful_shutdown_on(stop)

@@ -1,0 +1,77 @@
+//! The objects kube-jit made, as label-selected metadata-only caches: a
+//! deleted one triggers its request's reconcile, and a live grant's objects are
+//! checked against the caches instead of one GET each per reconcile.
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+
+use crate::api::{AccessRequest, ObjectRef as GrantObject};
+use crate::names;
+
+/// Metadata caches of every kube-jit-managed object, by kind.
+#[derive(Clone)]
+pub struct ManagedObjects {
+    service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    roles: Store<PartialObjectMeta<Role>>,
+    role_bindings: Store<PartialObjectMeta<RoleBinding>>,
+    cluster_roles: Store<PartialObjectMeta<ClusterRole>>,
+    cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
+}
+
+/// A metadata reflector of `K`'s managed objects, and the requests its changes concern.
+fn watch<K>(client: &Client) -> (Store<PartialObjectMeta<K>>, BoxStream<'static, ObjectRef<AccessRequest>>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let config = watcher::Config::default().labels(names::MANAGED_SELECTOR);
+    let stream = reflector::reflector(writer, watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config))
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|o| async move { super::owner_request(o.ok()?) })
+        .boxed();
+    (store, stream)
+}
+
+impl ManagedObjects {
+    /// Starts the caches; the stream names the request of every managed object
+    /// that changed or went (drive it, for example with `reconcile_on`).
+    pub fn start(client: &Client) -> (ManagedObjects, BoxStream<'static, ObjectRef<AccessRequest>>) {
+        let (service_accounts, a) = watch::<ServiceAccount>(client);
+        let (roles, b) = watch::<Role>(client);
+        let (role_bindings, c) = watch::<RoleBinding>(client);
+        let (cluster_roles, d) = watch::<ClusterRole>(client);
+        let (cluster_role_bindings, e) = watch::<ClusterRoleBinding>(client);
+        let objects = ManagedObjects { service_accounts, roles, role_bindings, cluster_roles, cluster_role_bindings };
+        (objects, futures::stream::select_all([a, b, c, d, e]).boxed())
+    }
+
+    /// Whether the cache shows the object. `false` is not proof it is gone (a
+    /// just-made object may not be cached yet): ask the API server then.
+    pub fn contains(&self, object: &GrantObject) -> bool {
+        fn has<K: Resource<DynamicType = ()> + Clone>(
+            store: &Store<PartialObjectMeta<K>>,
+            ns: &str,
+            name: &str,
+        ) -> bool {
+            let key = ObjectRef::new(name);
+            let key = if ns.is_empty() { key } else { key.within(ns) };
+            store.get(&key).is_some()
+        }
+        let (ns, name) = (object.namespace.as_str(), object.name.as_str());
+        match object.kind.as_str() {
+            "ServiceAccount" => has(&self.service_accounts, ns, name),
+            "Role" => has(&self.roles, ns, name),
+            "RoleBinding" => has(&self.role_bindings, ns, name),
+            "ClusterRole" => has(&self.cluster_roles, "", name),
+            "ClusterRoleBinding" => has(&self.cluster_role_bindings, "", name),
+            _ => false,
+        }
+    }
+}
