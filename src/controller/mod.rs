@@ -3,6 +3,7 @@
 
 pub mod access_request;
 pub mod agent_identity;
+pub mod backoff;
 pub mod context;
 pub mod delegation;
 pub mod extension;
@@ -78,8 +79,9 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .backoff(backoff::watches())
+        .touched_objects();
     let changes = changes.clone();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
@@ -289,9 +291,15 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
         tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
     }
 
-    // Before anything else: revoke what expired while no operator ran.
-    let overdue = sweep::revoke_overdue(&ctx, Duration::ZERO).await?;
-    let swept = sweep::sweep(&client).await?;
+    // Before anything else: revoke what expired while no operator ran. The API
+    // server may be restarting too: retry rather than exit with grants overdue.
+    let (overdue, swept) = loop {
+        match futures::future::try_join(sweep::revoke_overdue(&ctx, Duration::ZERO), sweep::sweep(&client)).await {
+            Ok(done) => break done,
+            Err(e) => tracing::warn!(error = %e, "start-up revocation failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     tracing::info!(overdue_revoked = overdue, orphans_deleted = swept, "start-up revocation done");
 
     let sweeper = {
@@ -302,10 +310,6 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
             tick.tick().await;
             loop {
                 tick.tick().await;
-                // The controller revokes on time; this only catches what it missed.
-                if let Err(e) = sweep::revoke_overdue(&ctx, Duration::from_secs(2)).await {
-                    tracing::warn!(error = %e, "periodic revocation check failed");
-                }
                 match sweep::sweep(&ctx.client).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(deleted = n, "sweep deleted managed objects that outlived their grant"),
@@ -315,6 +319,12 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
         }
     };
 
+    // The controller revokes on time; this catches, within a second or so,
+    // whatever it missed, from a fresh list rather than its cache.
+    let expiries = {
+        let ctx = ctx.clone();
+        async move { sweep::guard_expiries(&ctx, ctx.stores.requests.clone(), EXPIRY_GRACE, settings.sweep_interval).await }
+    };
     let approval_triggers = caches.subscribe(
         |c| match c {
             Change::Approval(r) => Some(r),
@@ -330,6 +340,7 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
             Some(ObjectRef::<AgentIdentity>::new(r.spec.for_agent.as_deref()?).within(&r.namespace()?))
         })
         .reconcile_all_on(rbac)
+        .trigger_backoff(backoff::watches())
         .graceful_shutdown_on(stop.clone())
         .run(agent_identity::reconcile, agent_error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -339,6 +350,7 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
         .watches(Api::<ServiceAccount>::all(client.clone()), managed, owner_request)
         .reconcile_on(approval_triggers)
         .reconcile_all_on(everything)
+        .trigger_backoff(backoff::watches())
         .graceful_shutdown_on(stop)
         .run(reconcile_request, error_policy, ctx)
         .for_each(|result| async move {
@@ -352,9 +364,14 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
     tokio::select! {
         _ = futures::future::join(requests_controller, agents_controller) => {}
         _ = sweeper => {}
+        _ = expiries => {}
     }
     Ok(())
 }
+
+/// How long after its expiry a grant the controller has not revoked is
+/// revoked by the safety net: well inside the 2 s kube-jit promises.
+const EXPIRY_GRACE: Duration = Duration::from_millis(750);
 
 /// Requests that `kube-jit uninstall` ended are no longer kube-jit's: leaving
 /// them alone keeps their finalizer from coming back while CRDs are deleted.
