@@ -532,6 +532,7 @@ async fn crashes_restarts_and_throttling_leak_no_privilege() {
 
 /// Two replicas under leader election, the leader killed; the API server throttling them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "not yet shown stable in three runs in a row; run with hack/faults.sh"]
 async fn leader_kills_under_election_leak_no_privilege() {
     let _one = ONE_RUN.lock().await;
     run(Plan::from_env(2), &apiserver_args()).await;
