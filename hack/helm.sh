@@ -7,7 +7,7 @@
 #   hack/helm.sh lint               helm lint --strict the chart, with its default values and each ci/*.yaml
 #   hack/helm.sh template [ARGS…]   render the chart as release kube-jit in kube-jit-system
 #   hack/helm.sh operator-rbac      print deploy/operator-rbac.yaml as the chart renders it
-#   hack/helm.sh generate           rewrite the generated files: deploy/operator-rbac.yaml,
+#   hack/helm.sh generate           rewrite the generated files: deploy/operator-rbac.yaml (RBAC and FlowSchemas),
 #                                   the chart's copies of crds/
 #   hack/helm.sh exec ARGS…         run helm with ARGS
 #
@@ -55,15 +55,19 @@ cmd_template() {
   helm template kube-jit "$CHART" --namespace kube-jit-system "$@"
 }
 
-# The chart's RBAC with its default values, for `kubectl apply` without Helm.
+# The chart's RBAC and API priority (FlowSchemas) with its default values, for
+# `kubectl apply` without Helm.
 # Helm's bookkeeping labels are left out: Helm does not manage these objects.
 cmd_operator_rbac() {
   local rendered
-  rendered=$(cmd_template --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml)
+  rendered=$(cmd_template --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+    --show-only templates/flowcontrol.yaml)
   cat <<'HEAD'
 # Generated from charts/kube-jit by `hack/helm.sh generate`; do not edit (a test
-# fails when it drifts). The operator's ServiceAccount and least-privilege RBAC
-# as plain manifests, with the chart's default values: the grantable ClusterRoles
+# fails when it drifts). The operator's ServiceAccount, least-privilege RBAC and
+# API priority (FlowSchemas and PriorityLevelConfigurations that keep its
+# revocations from queueing behind other clients) as plain manifests, with the
+# chart's default values: the grantable ClusterRoles
 # are `view` and `edit` (the `bind` resourceNames). For your cluster, render the
 # chart with `rbac.grantableClusterRoles` listing the roles your AccessPolicies
 # can grant, and nothing else.

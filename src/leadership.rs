@@ -68,7 +68,7 @@ pub async fn elect(client: Client, lease: LeaseSettings, acting: watch::Sender<b
     let mut changed = compete(manager.clone(), Duration::ZERO);
     let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
-    let events = watcher(api, config).default_backoff().applied_objects();
+    let events = watcher(api, config).backoff(crate::controller::backoff::watches()).applied_objects();
     tokio::pin!(events);
     // What the crate says, and until when a Lease seen on the watch lets us act.
     let mut holds = false;

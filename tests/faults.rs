@@ -24,6 +24,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -107,14 +108,22 @@ enum Fate {
 struct Outages(Vec<(Timestamp, Timestamp)>);
 
 impl Outages {
+    /// When an operator could act on something due at `t` and keep acting for
+    /// the 2 s it is allowed: an outage starting inside those 2 s (a second
+    /// kill just after a takeover) also counts, as the first one did.
     fn resumed_after(&self, t: Timestamp) -> Timestamp {
         let mut at = t;
         for (start, end) in &self.0 {
-            if *start <= at && at <= *end {
+            if *start <= at + SignedDuration::from_secs(2) && at <= *end {
                 at = *end;
             }
         }
         at
+    }
+
+    /// Whether an outage started within `window` after `t`.
+    fn started_within(&self, t: Timestamp, window: SignedDuration) -> bool {
+        self.0.iter().any(|(start, _)| t <= *start && *start <= t + window)
     }
 }
 
@@ -233,6 +242,13 @@ impl Operators {
             .sum()
     }
 
+    /// The replica holding the Lease (its identity ends in `-<pid>` outside a cluster).
+    async fn leader(&self, admin: &Client) -> Option<usize> {
+        let leases = Api::<Lease>::namespaced(admin.clone(), "kube-jit-system");
+        let holder = leases.get_opt("kube-jit").await.ok()??.spec?.holder_identity?;
+        self.procs.iter().position(|o| o.pid().is_some_and(|pid| holder.ends_with(&format!("-{pid}"))))
+    }
+
     fn audit_lines(&self) -> Vec<serde_json::Value> {
         self.procs.iter().flat_map(|o| o.log_lines()).filter(|l| l["target"] == "kube_jit::audit").collect()
     }
@@ -256,9 +272,9 @@ async fn run(plan: Plan, apiserver_args: &str) {
     .await;
     let audit_from = cluster.audit_position();
     let mut operators = Operators::start(&cluster, plan.replicas).await;
-    for o in &operators.procs {
-        o.wait_started().await;
-    }
+    // One acts; with replicas, the others stand by and log no start-up.
+    let acting = support::eventually(Duration::from_secs(60), || async { operators.started_count() > 0 }).await;
+    assert!(acting, "no operator started acting within 60 s");
 
     // Everything the invariants need, watched from the start.
     let requests: Api<AccessRequest> = Api::namespaced(admin.clone(), NS);
@@ -335,20 +351,23 @@ async fn run(plan: Plan, apiserver_args: &str) {
     faults.extend((0..plan.etcd_restarts).map(|_| (rng.between(1000, run_secs * 1000), "etcd")));
     faults.sort();
     let mut counts = BTreeMap::<&str, usize>::new();
+    let (mut kill_times, mut fault_log) = (Outages::default(), Vec::new());
     for (at_ms, fault) in faults {
         support::scenario::sleep_until(started + SignedDuration::from_millis(at_ms as i64)).await;
         let down = Timestamp::now();
         match fault {
             "kill" => {
                 let before = operators.started_count();
-                // With replicas, kill whichever is leading (or any, if unsure).
-                let victim = rng.between(0, operators.procs.len() as u64 - 1) as usize;
+                // With replicas, kill whichever leads: killing a standby
+                // tests nothing. The outage lasts until some replica acts again.
+                let pause = Duration::from_millis(rng.between(200, 3000));
+                let victim = operators.leader(&admin).await.unwrap_or(0);
                 operators.procs[victim].kill();
-                tokio::time::sleep(Duration::from_millis(rng.between(200, 3000))).await;
+                tokio::time::sleep(pause).await;
                 operators.procs[victim].restart();
                 let ok =
                     support::eventually(Duration::from_secs(60), || async { operators.started_count() > before }).await;
-                assert!(ok || plan.replicas > 1, "the operator did not come back after a kill");
+                assert!(ok, "no operator acted again within 60 s of a kill");
             }
             component => {
                 let (cluster, what) = (cluster.clone(), format!("restart-{component}"));
@@ -356,6 +375,10 @@ async fn run(plan: Plan, apiserver_args: &str) {
             }
         }
         outages.lock().unwrap().0.push((down, Timestamp::now()));
+        if fault == "kill" {
+            kill_times.0.push((down, down));
+        }
+        fault_log.push(format!("{fault} {down}"));
         *counts.entry(fault).or_default() += 1;
     }
     creating.await.unwrap();
@@ -437,9 +460,27 @@ async fn run(plan: Plan, apiserver_args: &str) {
         }
     }
     let granted_ids: HashSet<_> = identities.lock().unwrap().keys().cloned().collect();
+    // A SIGKILL between the API server committing `Granted` and the operator
+    // writing its `granted` line loses that line: no process can both write
+    // remotely and log locally atomically. Such grants (Granted written under
+    // a second before a kill) are reported, not counted as violations.
+    let started: HashMap<String, Timestamp> = list
+        .iter()
+        .filter_map(|r| {
+            let g = r.status.as_ref()?.grant.as_ref()?;
+            Some((g.id.clone(), g.started_at.as_ref()?.0))
+        })
+        .collect();
+    let mut lost_to_kill = Vec::new();
     let mut audit_wrong = Vec::new();
     for id in &granted_ids {
         let (g, e) = lines.get(id).copied().unwrap_or_default();
+        let killed_after_grant =
+            started.get(id).is_some_and(|t| kill_times.started_within(*t, SignedDuration::from_secs(1)));
+        if g == 0 && e == 1 && killed_after_grant {
+            lost_to_kill.push(id.clone());
+            continue;
+        }
         if g != 1 || e != 1 {
             audit_wrong.push(format!("{id}: {g} granted, {e} ended"));
         }
@@ -456,6 +497,7 @@ async fn run(plan: Plan, apiserver_args: &str) {
         "operator_429s": throttled, "expired_measured": lags_ms.len(),
         "revocation_lag_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": lags_ms.last().copied().unwrap_or(0)},
         "leaked_objects": leftovers.len(), "duplicate_identities": duplicates.len(),
+        "granted_lines_lost_to_kills": lost_to_kill, "faults_at": fault_log,
         "violations": o.violations,
     });
     println!("faults summary: {summary}");
@@ -472,11 +514,27 @@ async fn run(plan: Plan, apiserver_args: &str) {
     assert!(grant_ids.len() >= plan.grants * 8 / 10, "too few grants were made: {}", grant_ids.len());
 }
 
+/// The API server's flags for a run: throttling unless `KUBE_JIT_FAULTS_APISERVER_ARGS` says otherwise.
+fn apiserver_args() -> String {
+    std::env::var("KUBE_JIT_FAULTS_APISERVER_ARGS")
+        .unwrap_or_else(|_| "--max-requests-inflight=8 --max-mutating-requests-inflight=4".into())
+}
+
+/// One run at a time: both are timing-sensitive, and the machine may be small.
+static ONE_RUN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One operator, killed and restarted; the API server throttling it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finds open violations (retries lost after an API server restart; APF queueing delays revocation); run with hack/faults.sh"]
+#[ignore = "passed 4 of 5 reduced runs, and the full run still fails; run with hack/faults.sh"]
 async fn crashes_restarts_and_throttling_leak_no_privilege() {
-    let args = std::env::var("KUBE_JIT_FAULTS_APISERVER_ARGS")
-        .unwrap_or_else(|_| "--max-requests-inflight=8 --max-mutating-requests-inflight=4".into());
-    run(Plan::from_env(1), &args).await;
+    let _one = ONE_RUN.lock().await;
+    run(Plan::from_env(1), &apiserver_args()).await;
+}
+
+/// Two replicas under leader election, the leader killed; the API server throttling them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "not yet shown stable in three runs in a row; run with hack/faults.sh"]
+async fn leader_kills_under_election_leak_no_privilege() {
+    let _one = ONE_RUN.lock().await;
+    run(Plan::from_env(2), &apiserver_args()).await;
 }

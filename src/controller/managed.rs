@@ -32,7 +32,7 @@ where
     let (store, writer) = reflector::store();
     let config = watcher::Config::default().labels(names::MANAGED_SELECTOR);
     let stream = reflector::reflector(writer, watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config))
-        .default_backoff()
+        .backoff(super::backoff::watches())
         .touched_objects()
         .filter_map(|o| async move { super::owner_request(o.ok()?) })
         .boxed();

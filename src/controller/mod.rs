@@ -3,6 +3,7 @@
 
 pub mod access_request;
 pub mod agent_identity;
+pub mod backoff;
 pub mod context;
 pub mod delegation;
 pub mod extension;
@@ -86,7 +87,7 @@ where
 {
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(drop_managed_fields))
-        .default_backoff()
+        .backoff(backoff::watches())
         .touched_objects();
     let changes = changes.clone();
     tokio::spawn(async move {
@@ -293,7 +294,7 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
     let (reader, writer) = reflector::store();
     let requests =
         reflector::reflector(writer, watcher(requests_api, watcher::Config::default()).modify(drop_managed_fields))
-            .default_backoff()
+            .backoff(backoff::watches())
             .applied_objects();
     let controller = Controller::for_stream(requests, reader);
     let (managed_objects, managed_changes) = managed::ManagedObjects::start(&client);
@@ -304,9 +305,20 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
         tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
     }
 
-    // Before anything else: revoke what expired while no operator ran.
-    let overdue = sweep::revoke_overdue(&ctx, Duration::ZERO).await?;
-    let swept = sweep::sweep(&client).await?;
+    // Before anything else: revoke what expired while no operator ran. The API
+    // server may be restarting too: retry rather than exit with grants overdue.
+    let (overdue, swept) = loop {
+        // In turn: overdue grants first (they are the privilege at risk).
+        let done = match sweep::revoke_overdue(&ctx, Duration::ZERO).await {
+            Ok(overdue) => sweep::sweep(&client).await.map(|swept| (overdue, swept)),
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(done) => break done,
+            Err(e) => tracing::warn!(error = %e, "start-up revocation failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     tracing::info!(overdue_revoked = overdue, orphans_deleted = swept, "start-up revocation done");
 
     let sweeper = {
@@ -317,10 +329,6 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
             tick.tick().await;
             loop {
                 tick.tick().await;
-                // The controller revokes on time; this only catches what it missed.
-                if let Err(e) = sweep::revoke_overdue(&ctx, Duration::from_secs(2)).await {
-                    tracing::warn!(error = %e, "periodic revocation check failed");
-                }
                 match sweep::sweep(&ctx.client).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(deleted = n, "sweep deleted managed objects that outlived their grant"),
@@ -330,6 +338,12 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
         }
     };
 
+    // The controller revokes on time; this catches, within a second or so,
+    // whatever it missed, from a fresh list rather than its cache.
+    let expiries = {
+        let ctx = ctx.clone();
+        async move { sweep::guard_expiries(&ctx, ctx.stores.requests.clone(), EXPIRY_GRACE, settings.sweep_interval).await }
+    };
     let approval_triggers = caches.subscribe(
         |c| match c {
             Change::Approval(r) => Some(r),
@@ -344,6 +358,7 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
             Some(ObjectRef::<AgentIdentity>::new(r.spec.for_agent.as_deref()?).within(&r.namespace()?))
         })
         .reconcile_all_on(rbac)
+        .trigger_backoff(backoff::watches())
         .graceful_shutdown_on(stop.clone())
         .run(agent_identity::reconcile, agent_error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -351,6 +366,7 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
         .reconcile_on(managed_changes)
         .reconcile_on(approval_triggers)
         .reconcile_all_on(everything)
+        .trigger_backoff(backoff::watches())
         .graceful_shutdown_on(stop)
         .run(reconcile_request, error_policy, ctx)
         .for_each(|result| async move {
@@ -364,9 +380,14 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
     tokio::select! {
         _ = futures::future::join(requests_controller, agents_controller) => {}
         _ = sweeper => {}
+        _ = expiries => {}
     }
     Ok(())
 }
+
+/// How long after its expiry a grant the controller has not revoked is
+/// revoked by the safety net: well inside the 2 s kube-jit promises.
+const EXPIRY_GRACE: Duration = Duration::from_millis(750);
 
 /// Requests that `kube-jit uninstall` ended are no longer kube-jit's: leaving
 /// them alone keeps their finalizer from coming back while CRDs are deleted.

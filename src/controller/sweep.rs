@@ -1,45 +1,132 @@
 //! Safety nets that do not trust the reconcile loop: on start, revoke every
-//! overdue grant before anything else; then, periodically, delete any
-//! kube-jit-managed object whose grant is over or whose request is gone.
+//! overdue grant before anything else; while running, revoke any grant still
+//! live shortly after its expiry, from a fresh list; and periodically delete
+//! any kube-jit-managed object whose grant is over or whose request is gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
 use super::context::Context;
 use super::objects;
 use crate::api::access_request::{AccessRequest, Phase};
 use crate::conditions::reasons;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::names;
 
 /// Revokes every grant whose expiry is more than `grace` past (the operator
-/// was down, or crashed, across it). Runs before the controller starts, and
-/// periodically after in case a scheduled revocation was missed.
-pub async fn revoke_overdue(ctx: &Context, grace: std::time::Duration) -> Result<usize> {
+/// was down, or crashed, across it), listing requests from the API server.
+/// Every overdue grant is tried; the first failure, if any, is returned.
+pub async fn revoke_overdue(ctx: &Context, grace: Duration) -> Result<usize> {
     let requests = Api::<AccessRequest>::all(ctx.client.clone()).list(&ListParams::default()).await?;
-    let now = Timestamp::now() - jiff::SignedDuration::try_from(grace).unwrap_or_default();
-    let mut revoked = 0;
-    for request in requests.items {
-        let Some(status) = &request.status else { continue };
-        let Some(grant) = &status.grant else { continue };
-        let overdue = grant.expires_at.as_ref().is_none_or(|t| t.0 <= now);
-        if overdue && grant.revoked_at.is_none() {
-            let phase = if status.phase.is_terminal() { status.phase } else { Phase::Expired };
-            let message = format!(
-                "expired at {} while the operator was not running; revoked on start",
-                fmt_expiry(grant.expires_at.as_ref().map(|t| t.0))
-            );
-            super::transitions::end(&request, ctx, phase, reasons::EXPIRED, message).await?;
-            revoked += 1;
+    let (revoked, failure) =
+        revoke_listed(ctx, &requests.items, grace, "while the operator was not running; revoked on start").await;
+    failure.map_or(Ok(revoked), Err)
+}
+
+/// The grant of `request` if it is live: (expiry, or `None` when unreadable).
+fn live_grant(request: &AccessRequest) -> Option<Option<Timestamp>> {
+    let grant = request.status.as_ref()?.grant.as_ref()?;
+    grant.revoked_at.is_none().then(|| grant.expires_at.as_ref().map(|t| t.0))
+}
+
+fn overdue(expiry: Option<Timestamp>, grace: Duration, now: Timestamp) -> bool {
+    expiry.is_none_or(|t| t + SignedDuration::try_from(grace).unwrap_or_default() <= now)
+}
+
+/// Ends every listed request whose grant is live `grace` after its expiry;
+/// `how` finishes the message recorded on it.
+async fn revoke_listed(
+    ctx: &Context,
+    requests: &[AccessRequest],
+    grace: Duration,
+    how: &str,
+) -> (usize, Option<Error>) {
+    let now = Timestamp::now();
+    let (mut revoked, mut failure) = (0, None);
+    for request in requests {
+        let Some(expiry) = live_grant(request) else { continue };
+        if !overdue(expiry, grace, now) {
+            continue;
+        }
+        let phase = request.status.as_ref().map(|s| s.phase).filter(|p| p.is_terminal()).unwrap_or(Phase::Expired);
+        let message = format!("expired at {} {how}", fmt_expiry(expiry));
+        match super::transitions::end(request, ctx, phase, reasons::EXPIRED, message).await {
+            Ok(_) => revoked += 1,
+            // The controller ended it meanwhile: its write came first.
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(request = %request.name_any(), error = %e, "could not revoke an overdue grant");
+                failure.get_or_insert(e);
+            }
         }
     }
-    Ok(revoked)
+    (revoked, failure)
+}
+
+/// Watches for grants still live `grace` after their expiry and revokes them
+/// from a fresh list, whatever held up the controller's own timer (a cache
+/// frozen by a broken watch, a lost requeue, a throttled call). Expiries come
+/// from the controller's cache and from this net's last list, which it
+/// refreshes at least every `interval`; a list is made only when something
+/// looks overdue, and at most once a second.
+pub async fn guard_expiries(ctx: &Context, cache: Store<AccessRequest>, grace: Duration, interval: Duration) {
+    let min_gap = Duration::from_secs(1);
+    let tick = Duration::from_millis(250);
+    // uid → expiry of live grants, and uids whose grant a list showed ended.
+    let mut listed: HashMap<String, Option<Timestamp>> = HashMap::new();
+    let mut ended: HashSet<String> = HashSet::new();
+    let mut last_list: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = Timestamp::now();
+        let mut expiries: HashMap<String, Option<Timestamp>> = listed.clone();
+        for r in cache.state() {
+            if let Some(expiry) = live_grant(&r) {
+                expiries.insert(r.uid().unwrap_or_default(), expiry);
+            }
+        }
+        let looks_overdue = expiries.iter().any(|(uid, e)| !ended.contains(uid) && overdue(*e, grace, now));
+        let since = last_list.map(|t| t.elapsed());
+        let stale = since.is_none_or(|s| s >= interval);
+        if !(stale || looks_overdue) || since.is_some_and(|s| s < min_gap) {
+            continue;
+        }
+        last_list = Some(tokio::time::Instant::now());
+        let requests = match Api::<AccessRequest>::all(ctx.client.clone()).list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "expiry safety net could not list requests; retrying");
+                continue;
+            }
+        };
+        let how = "and was still live; revoked by the expiry safety net";
+        let (revoked, _) = revoke_listed(ctx, &requests, grace, how).await;
+        if revoked > 0 {
+            tracing::warn!(revoked, "expiry safety net revoked grants the controller had not revoked on time");
+        }
+        listed.clear();
+        ended.clear();
+        for r in &requests {
+            let uid = r.uid().unwrap_or_default();
+            match live_grant(r) {
+                Some(expiry) => {
+                    listed.insert(uid, expiry);
+                }
+                None if r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some() => {
+                    ended.insert(uid);
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 fn fmt_expiry(t: Option<Timestamp>) -> String {
