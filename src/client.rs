@@ -204,9 +204,8 @@ pub async fn wait_for_extension(
         Ok(Err(e)) => Err(e.into()),
         Err(_) => {
             let r = requests.get(name).await?;
-            let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
             let explanation = "the operator has not answered the extension yet".to_string();
-            Err(WaitError::Timeout { name: name.to_string(), phase, timeout, explanation })
+            Err(WaitError::Timeout { name: name.to_string(), phase: phase(&r), timeout, explanation })
         }
     }
 }

@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -157,19 +155,15 @@ pub async fn wait(api: &Api<AccessRequest>, name: &str, timeout: Duration) -> Re
     }
 }
 
-/// Mints a token for the grant's ServiceAccount (only the requester may).
+/// Mints a token for the grant's ServiceAccount (only the requester may), with
+/// the same retry an agent gets while the API server's authorizer catches up.
 pub async fn mint(session: &Session, request: &AccessRequest) -> Result<String, CliError> {
-    let sa = request
-        .status
-        .as_ref()
-        .and_then(|s| s.grant.as_ref())
-        .and_then(|g| g.service_account.clone())
-        .ok_or_else(|| CliError::cluster("the request has no grant identity yet"))?;
-    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"expirationSeconds": 600}})).expect("static");
-    let minted = Api::<ServiceAccount>::namespaced(session.client.clone(), &sa.namespace)
-        .create_token_request(&sa.name, &PostParams::default(), &tr)
-        .await?;
-    minted.status.and_then(|s| s.token).ok_or_else(|| CliError::cluster("TokenRequest returned no token"))
+    match crate::client::mint_grant_token(&session.client, request, Duration::from_secs(600)).await {
+        Ok(token) => Ok(token),
+        Err(crate::Error::Kube(e)) => Err(e.into()),
+        Err(crate::Error::MissingField(_)) => Err(CliError::cluster("the request has no grant identity yet")),
+        Err(other) => Err(CliError::cluster(other.to_string())),
+    }
 }
 
 /// A kubeconfig for the same cluster that authenticates with `token` only.
