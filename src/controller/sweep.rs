@@ -86,17 +86,13 @@ pub async fn guard_expiries(ctx: &Context, cache: Store<AccessRequest>, grace: D
     let mut last_list: Option<tokio::time::Instant> = None;
     loop {
         tokio::time::sleep(tick).await;
-        let now = Timestamp::now();
-        let mut expiries: HashMap<String, Option<Timestamp>> = listed.clone();
-        for r in cache.state() {
-            if let Some(expiry) = live_grant(&r) {
-                expiries.insert(r.uid().unwrap_or_default(), expiry);
-            }
-        }
-        let looks_overdue = expiries.iter().any(|(uid, e)| !ended.contains(uid) && overdue(*e, grace, now));
         let since = last_list.map(|t| t.elapsed());
+        if since.is_some_and(|s| s < min_gap) {
+            // No list is allowed yet: spare the scan below.
+            continue;
+        }
         let stale = since.is_none_or(|s| s >= interval);
-        if !(stale || looks_overdue) || since.is_some_and(|s| s < min_gap) {
+        if !stale && !looks_overdue(&cache, &listed, &ended, grace) {
             continue;
         }
         last_list = Some(tokio::time::Instant::now());
@@ -127,6 +123,24 @@ pub async fn guard_expiries(ctx: &Context, cache: Store<AccessRequest>, grace: D
             }
         }
     }
+}
+
+/// Whether some grant not known to have ended is live `grace` past its expiry,
+/// by the controller's cache (which wins, being newer) or the last list.
+fn looks_overdue(
+    cache: &Store<AccessRequest>,
+    listed: &HashMap<String, Option<Timestamp>>,
+    ended: &HashSet<String>,
+    grace: Duration,
+) -> bool {
+    let now = Timestamp::now();
+    let mut expiries = listed.clone();
+    for r in cache.state() {
+        if let Some(expiry) = live_grant(&r) {
+            expiries.insert(r.uid().unwrap_or_default(), expiry);
+        }
+    }
+    expiries.iter().any(|(uid, e)| !ended.contains(uid) && overdue(*e, grace, now))
 }
 
 fn fmt_expiry(t: Option<Timestamp>) -> String {
