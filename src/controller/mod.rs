@@ -307,17 +307,24 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
 
     // Before anything else: revoke what expired while no operator ran. The API
     // server may be restarting too: retry rather than exit with grants overdue.
-    let (overdue, swept) = loop {
-        // In turn: overdue grants first (they are the privilege at risk).
-        let done = match sweep::revoke_overdue(&ctx, Duration::ZERO).await {
-            Ok(overdue) => sweep::sweep(&client).await.map(|swept| (overdue, swept)),
-            Err(e) => Err(e),
-        };
-        match done {
-            Ok(done) => break done,
-            Err(e) => tracing::warn!(error = %e, "start-up revocation failed; retrying"),
+    let start_up = async {
+        loop {
+            // In turn: overdue grants first (they are the privilege at risk).
+            let done = match sweep::revoke_overdue(&ctx, Duration::ZERO).await {
+                Ok(overdue) => sweep::sweep(&client).await.map(|swept| (overdue, swept)),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(done) => break done,
+                Err(e) => tracing::warn!(error = %e, "start-up revocation failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let (overdue, swept) = tokio::select! {
+        done = start_up => done,
+        // Stopping while the API server stays unreachable: the next leader revokes.
+        _ = async { stop.clone().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => return Ok(()),
     };
     tracing::info!(overdue_revoked = overdue, orphans_deleted = swept, "start-up revocation done");
 
@@ -353,13 +360,16 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
     );
     let everything = caches.subscribe(|c| matches!(c, Change::Decisions).then_some(()), Some(()));
     let rbac = caches.subscribe(|c| matches!(c, Change::Rbac).then_some(()), Some(()));
-    let agents_controller = Controller::new(Api::<AgentIdentity>::all(client.clone()), watcher::Config::default())
+    let agents_controller = Controller::new(Api::<AgentIdentity>::all(client.clone()), watcher::Config::default());
+    let agents_stop = stop_once_ready(stop.clone(), agents_controller.store());
+    let requests_stop = stop_once_ready(stop.clone(), controller.store());
+    let agents_controller = agents_controller
         .watches(Api::<AccessRequest>::all(client.clone()), watcher::Config::default(), |r: AccessRequest| {
             Some(ObjectRef::<AgentIdentity>::new(r.spec.for_agent.as_deref()?).within(&r.namespace()?))
         })
         .reconcile_all_on(rbac)
         .trigger_backoff(backoff::watches())
-        .graceful_shutdown_on(stop.clone())
+        .graceful_shutdown_on(agents_stop)
         .run(agent_identity::reconcile, agent_error_policy, ctx.clone())
         .for_each(|_| async {});
     let requests_controller = controller
@@ -367,7 +377,7 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
         .reconcile_on(approval_triggers)
         .reconcile_all_on(everything)
         .trigger_backoff(backoff::watches())
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on(requests_stop)
         .run(reconcile_request, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -377,12 +387,44 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
                 Err(e) => tracing::warn!(error = %e, "controller could not run a reconcile"),
             }
         });
+    let overrun = async {
+        stop.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
     tokio::select! {
         _ = futures::future::join(requests_controller, agents_controller) => {}
         _ = sweeper => {}
         _ = expiries => {}
+        _ = overrun => {
+            // As after a crash: the next leader finishes what these started.
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace: stopping them");
+        }
     }
     Ok(())
+}
+
+/// How long reconciles in flight may take to finish once shutdown begins:
+/// well inside Kubernetes' default 30 s termination grace period.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// `stop`, held until the controller's store has its first full list. A
+/// controller told to stop before then never lets its runner start (the runner
+/// waits for the store), so it would never finish; after it, in-flight
+/// reconciles finish and the controller ends.
+fn stop_once_ready<K>(
+    stop: Shared<BoxFuture<'static, ()>>,
+    store: reflector::Store<K>,
+) -> Shared<BoxFuture<'static, ()>>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    async move {
+        stop.await;
+        let _ = store.wait_until_ready().await;
+    }
+    .boxed()
+    .shared()
 }
 
 /// How long after its expiry a grant the controller has not revoked is

@@ -77,10 +77,18 @@ impl Operator {
             }
             if start.elapsed() > limit {
                 let _ = child.kill();
-                panic!("operator did not exit within {limit:?} of SIGTERM");
+                let _ = child.wait();
+                panic!("operator did not exit within {limit:?} of SIGTERM; its log ends:\n{}", self.log_tail(40));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The last `lines` lines of the operator's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// SIGKILL: the operator gets no chance to clean up.
