@@ -12,7 +12,10 @@
 #               (default: target/bench/<full|reduced>)
 #   --scale N   live grants of the scale section (full: 10000, reduced: 100)
 #   --revocation N[,N]  grants due together, per revocation round (full: 100,1000)
+#   --only S[,S]  run only these sections: latency, revocation, burst, scale
+#               (without latency, a short calibration round aims the others)
 #
+# KUBE_JIT_BENCH_KEEP_AUDIT=1 keeps the API server's audit log in DIR too.
 # Environment: KUBE_JIT_BENCH_APISERVER_ARGS replaces the kube-apiserver flags
 # below; KUBE_JIT_BENCH_PROFILE (release|dev) overrides the build profile.
 set -euo pipefail
@@ -24,13 +27,15 @@ main() {
   out=
   scale=
   revocation=
+  only=
   while (( $# )); do
     case "$1" in
       --reduced) reduced=true ;;
       --out) out=${2:?--out needs a directory}; shift ;;
       --scale) scale=${2:?--scale needs a number}; shift ;;
       --revocation) revocation=${2:?--revocation needs numbers}; shift ;;
-      -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      --only) only=${2:?--only needs sections}; shift ;;
+      -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -80,10 +85,12 @@ main() {
   $reduced && args+=(--reduced)
   [[ -n $scale ]] && args+=(--scale "$scale")
   [[ -n $revocation ]] && args+=(--revocation "$revocation")
+  [[ -n $only ]] && args+=(--only "$only")
   status=0
   cargo bench --profile "$profile" --bench grants -- "${args[@]}" || status=$?
   # Keep the operator's logs of the run beside the figures (the cluster goes).
   cp "$KUBE_JIT_CLUSTER_DIR"/operator-*.log "$out/" 2>/dev/null || true
+  if [[ ${KUBE_JIT_BENCH_KEEP_AUDIT:-} == 1 ]]; then cp "$KUBE_JIT_CLUSTER_DIR"/logs/audit*.log "$out/" 2>/dev/null || true; fi
   echo "== hack/bench.sh ($mode) finished in $((SECONDS - start))s with status $status"
   return $status
 }

@@ -210,7 +210,17 @@ pub fn summary(r: &Value) -> String {
             o["never_403"], fl["never_403"], o["never_401"], fl["never_401"]
         );
     }
-    let b = &fig["burst"];
+    if let Some(b) = fig.get("burst") {
+        burst_summary(&mut s, b);
+    }
+    if let Some(sc) = fig.get("scale") {
+        scale_summary(&mut s, sc);
+    }
+    let _ = writeln!(s, "\nrun took {} s", f(&r["duration_s"]));
+    s
+}
+
+fn burst_summary(s: &mut String, b: &Value) {
     let (bo, bf) = (&b["operator"], &b["floor"]);
     let _ = writeln!(s, "\n3. Burst of {} requests ({} in flight)", b["grants"], b["in_flight"]);
     let _ = writeln!(
@@ -238,7 +248,9 @@ pub fn summary(r: &Value) -> String {
     for (what, c) in bo["api_requests"].as_object().into_iter().flatten() {
         let _ = writeln!(s, "      {:>8} per grant  {what}", f(&c["per_grant"]));
     }
-    let sc = &fig["scale"];
+}
+
+fn scale_summary(s: &mut String, sc: &Value) {
     let rs = &sc["restart"];
     let _ = writeln!(
         s,
@@ -278,15 +290,13 @@ pub fn summary(r: &Value) -> String {
     );
     let _ =
         writeln!(s, "    after restart: VmRSS {} MiB, VmHWM {} MiB", f(&rs["rss_mib_after"]), f(&rs["hwm_mib_after"]));
-    let _ = writeln!(s, "\nrun took {} s", f(&r["duration_s"]));
-    s
 }
 
 /// What fails a run: leaks, and accesses that never ended.
 pub fn problems(r: &Value) -> Vec<String> {
     let fig = &r["figures"];
     let mut p = Vec::new();
-    let leaked = fig["burst"]["operator"]["leaked_objects"].as_u64().unwrap_or(1);
+    let leaked = fig.get("burst").map_or(0, |b| b["operator"]["leaked_objects"].as_u64().unwrap_or(1));
     if leaked > 0 {
         p.push(format!("{leaked} managed objects leaked after the burst: {}", fig["burst"]["operator"]["leaked"]));
     }
@@ -302,7 +312,7 @@ pub fn problems(r: &Value) -> Vec<String> {
             }
         }
     }
-    let never = fig["scale"]["restart"]["overdue_never_403"].as_u64().unwrap_or(1);
+    let never = fig.get("scale").map_or(0, |sc| sc["restart"]["overdue_never_403"].as_u64().unwrap_or(1));
     if never > 0 {
         p.push(format!("{never} grants that expired while the operator was down were not revoked after the restart"));
     }
