@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
-use super::context::Context;
+use super::context::{Behind, Context};
 use super::transitions::{self, Approval, end, write_status};
 use super::{delegation, extension};
 use crate::api::access_policy::{ApprovalMode, Approvers};
@@ -23,10 +23,13 @@ use crate::names::FINALIZER;
 use crate::policy::{self, approval};
 
 pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result<Action> {
-    if ctx.cache_behind(&request) {
+    match ctx.cache_behind(&request) {
+        // The copy this process wrote ends the request; its arrival triggers a reconcile.
+        Some(Behind::Ended) => return Ok(Action::await_change()),
         // The watch will deliver the copy this process just wrote (and trigger
         // a reconcile); the requeue only covers a watch that is slow.
-        return Ok(Action::requeue(Duration::from_millis(200)));
+        Some(Behind::Catching) => return Ok(Action::requeue(Duration::from_millis(200))),
+        None => {}
     }
     let ns = request.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &ns);

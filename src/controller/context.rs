@@ -22,6 +22,32 @@ fn resource_version(request: &AccessRequest) -> Option<u64> {
     request.metadata.resource_version.as_deref()?.parse().ok()
 }
 
+/// How a cached copy at `cached` stands to this process's write `w`.
+fn behind(cached: u64, w: &Written) -> Option<Behind> {
+    if cached >= w.resource_version {
+        None
+    } else if w.terminal {
+        Some(Behind::Ended)
+    } else {
+        (w.at.elapsed() < CACHE_CATCH_UP).then_some(Behind::Catching)
+    }
+}
+
+/// The retry delay after `n` conflicts in a row (n ≥ 1).
+fn conflict_delay(n: u32) -> std::time::Duration {
+    let doubled = std::time::Duration::from_millis(100).saturating_mul(1 << n.saturating_sub(1).min(10));
+    doubled.min(CONFLICT_BACKOFF_MAX)
+}
+
+/// How a cached request is behind this process's own last write of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behind {
+    /// The write ended the request: the older copy needs nothing.
+    Ended,
+    /// The watch has not delivered a recent write yet.
+    Catching,
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
@@ -39,15 +65,34 @@ pub struct Context {
     /// The resourceVersion of each request's last status write by this
     /// process, and when: a reconcile of an older cached copy would redo work
     /// already done and then fail its conditional write.
-    written: std::sync::Mutex<BTreeMap<String, (u64, std::time::Instant)>>,
+    written: std::sync::Mutex<BTreeMap<String, Written>>,
+    /// Conflicts (409) in a row per request uid, for the retry backoff.
+    conflicts: std::sync::Mutex<BTreeMap<String, u32>>,
     /// Metadata caches of the objects kube-jit made (while the controllers run).
     pub managed: Option<super::managed::ManagedObjects>,
 }
 
-/// How long a reconcile waits for the cache to show this process's own write
-/// before acting anyway (every write is conditional, so acting on a stale copy
-/// is safe, only wasteful).
+/// A status write by this process.
+struct Written {
+    resource_version: u64,
+    at: std::time::Instant,
+    /// It ended the request: no older copy can call for more work.
+    terminal: bool,
+}
+
+/// How long a reconcile waits for the cache to show this process's own
+/// non-terminal write before acting anyway (every write is conditional, so
+/// acting on a stale copy is safe, only wasteful).
 const CACHE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a terminal write is remembered, once [`PRUNE_AT`] entries are held.
+const TERMINAL_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Size at which the per-request maps are pruned.
+const PRUNE_AT: usize = 4096;
+
+/// Retry delays after conflicts in a row: 100 ms, doubling, at most this.
+const CONFLICT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Context {
     pub fn new(client: Client, stores: Stores, trust_domain: String) -> Context {
@@ -60,6 +105,7 @@ impl Context {
             decisions: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(BTreeMap::new()),
             written: std::sync::Mutex::new(BTreeMap::new()),
+            conflicts: std::sync::Mutex::new(BTreeMap::new()),
             managed: None,
         }
     }
@@ -78,24 +124,44 @@ impl Context {
         super::objects::exists_ref(&self.client, object).await
     }
 
-    /// Records the resourceVersion a status write returned.
+    /// Records the resourceVersion a status write returned (see [`Context::cache_behind`]).
     pub fn wrote(&self, written: &AccessRequest) {
-        let (Some(uid), Some(rv)) = (written.uid(), resource_version(written)) else { return };
+        let (Some(uid), Some(resource_version)) = (written.uid(), resource_version(written)) else { return };
+        let terminal = written.status.as_ref().is_some_and(|s| s.phase.is_terminal());
         let mut map = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        if written.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
-            map.remove(&uid);
-        } else {
-            map.insert(uid, (rv, std::time::Instant::now()));
+        map.insert(uid, Written { resource_version, at: std::time::Instant::now(), terminal });
+        if map.len() > PRUNE_AT {
+            map.retain(|_, w| w.at.elapsed() < if w.terminal { TERMINAL_REMEMBERED } else { CACHE_CATCH_UP });
         }
     }
 
-    /// Whether the cached `request` is older than this process's last write of
-    /// it (made less than [`CACHE_CATCH_UP`] ago): its reconcile should wait
-    /// for the watch to deliver the newer copy instead of redoing that work.
-    pub fn cache_behind(&self, request: &AccessRequest) -> bool {
-        let (Some(uid), Some(cached)) = (request.uid(), resource_version(request)) else { return false };
+    /// Whether the cached `request` is older than this process's last write
+    /// of it, so that its reconcile would redo work already done and then
+    /// fail its conditional write: always after a write that ended the
+    /// request (nothing older can call for more), and for
+    /// [`CACHE_CATCH_UP`] after any other write (the watch is merely slow).
+    pub fn cache_behind(&self, request: &AccessRequest) -> Option<Behind> {
+        let (Some(uid), Some(cached)) = (request.uid(), resource_version(request)) else { return None };
         let map = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&uid).is_some_and(|(rv, at)| cached < *rv && at.elapsed() < CACHE_CATCH_UP)
+        behind(cached, map.get(&uid)?)
+    }
+
+    /// The delay before retrying a request whose write met a conflict:
+    /// doubling with each conflict in a row, so a cache that stays behind
+    /// does not turn into a storm of doomed writes.
+    pub fn conflict_backoff(&self, uid: &str) -> std::time::Duration {
+        let mut map = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > PRUNE_AT {
+            map.clear();
+        }
+        let n = map.entry(uid.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        conflict_delay(*n)
+    }
+
+    /// A reconcile of `uid` succeeded: its conflict backoff starts over.
+    pub fn reconciled(&self, uid: &str) {
+        self.conflicts.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 
     /// Publishes an Event on the request; failures are logged, never fatal.
@@ -194,4 +260,35 @@ pub struct Stores {
     pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
     pub role_bindings: Store<RoleBinding>,
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn write(rv: u64, ago: Duration, terminal: bool) -> Written {
+        Written { resource_version: rv, at: Instant::now() - ago, terminal }
+    }
+
+    #[test]
+    fn an_older_copy_than_an_ending_write_is_never_worked_on() {
+        let ended = write(10, Duration::from_secs(300), true);
+        assert_eq!(behind(9, &ended), Some(Behind::Ended), "however long the watch lags");
+        assert_eq!(behind(10, &ended), None, "the written copy itself");
+        assert_eq!(behind(11, &ended), None, "a newer change (a deletion, say) is worked on");
+    }
+
+    #[test]
+    fn an_older_copy_than_another_write_waits_only_a_while() {
+        assert_eq!(behind(9, &write(10, Duration::ZERO, false)), Some(Behind::Catching));
+        assert_eq!(behind(9, &write(10, CACHE_CATCH_UP + Duration::from_millis(1), false)), None);
+    }
+
+    #[test]
+    fn conflicts_back_off_doubling_to_a_cap() {
+        let ms: Vec<u128> = (1..=8).map(|n| conflict_delay(n).as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(conflict_delay(u32::MAX), CONFLICT_BACKOFF_MAX);
+    }
 }

@@ -3,6 +3,7 @@
 //! idempotent (server-side apply; deletes tolerate absence).
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use futures::future::try_join_all;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
@@ -123,8 +124,37 @@ pub async fn exists_ref(client: &Client, r: &ObjectRef) -> Result<bool> {
     Ok(found)
 }
 
-/// Deletes one managed object by kind, namespace and name; `Ok(false)` if it was already gone.
+/// Revocation deletes in flight at once across all grants: enough to keep the
+/// API server busy, few enough that a thousand grants ending together stay
+/// under its in-flight limit instead of being refused (429) and retried.
+const DELETES_IN_FLIGHT: usize = 200;
+static DELETES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DELETES_IN_FLIGHT);
+
+/// How long a delete refused as too many requests (429) is retried here,
+/// rather than failing the whole revocation into a requeue.
+const THROTTLED_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// Deletes one managed object by kind, namespace and name; `Ok(false)` if it
+/// was already gone. A 429 is retried with backoff for a few seconds.
 pub async fn delete_by_ref(client: &Client, kind: &str, namespace: &str, name: &str) -> Result<bool> {
+    let give_up = tokio::time::Instant::now() + THROTTLED_RETRY_FOR;
+    let mut wait = Duration::from_millis(50);
+    loop {
+        let result = {
+            let _permit = DELETES.acquire().await.expect("the delete semaphore is never closed");
+            delete_once(client, kind, namespace, name).await
+        };
+        match result {
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 429 && tokio::time::Instant::now() + wait < give_up => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(800));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn delete_once(client: &Client, kind: &str, namespace: &str, name: &str) -> Result<bool> {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     // Background propagation: the object goes now, dependants after.
     let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };

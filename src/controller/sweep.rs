@@ -41,6 +41,9 @@ fn overdue(expiry: Option<Timestamp>, grace: Duration, now: Timestamp) -> bool {
     expiry.is_none_or(|t| t + SignedDuration::try_from(grace).unwrap_or_default() <= now)
 }
 
+/// Overdue grants ended concurrently by the start-up revocation and the safety net.
+const REVOCATIONS_AT_ONCE: usize = 64;
+
 /// Ends every listed request whose grant is live `grace` after its expiry;
 /// `how` finishes the message recorded on it.
 async fn revoke_listed(
@@ -50,15 +53,17 @@ async fn revoke_listed(
     how: &str,
 ) -> (usize, Option<Error>) {
     let now = Timestamp::now();
+    let due: Vec<_> =
+        requests.iter().filter_map(|r| live_grant(r).filter(|e| overdue(*e, grace, now)).map(|e| (r, e))).collect();
+    // Many at once (the deletes share one limit, bindings first); the first
+    // failure is kept.
+    let mut results = Vec::with_capacity(due.len());
+    for batch in due.chunks(REVOCATIONS_AT_ONCE) {
+        results.extend(futures::future::join_all(batch.iter().map(|(r, e)| end_overdue(ctx, r, *e, how))).await);
+    }
     let (mut revoked, mut failure) = (0, None);
-    for request in requests {
-        let Some(expiry) = live_grant(request) else { continue };
-        if !overdue(expiry, grace, now) {
-            continue;
-        }
-        let phase = request.status.as_ref().map(|s| s.phase).filter(|p| p.is_terminal()).unwrap_or(Phase::Expired);
-        let message = format!("expired at {} {how}", fmt_expiry(expiry));
-        match super::transitions::end(request, ctx, phase, reasons::EXPIRED, message).await {
+    for (request, result) in results {
+        match result {
             Ok(_) => revoked += 1,
             // The controller ended it meanwhile: its write came first.
             Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => {}
@@ -69,6 +74,17 @@ async fn revoke_listed(
         }
     }
     (revoked, failure)
+}
+
+async fn end_overdue<'a>(
+    ctx: &Context,
+    request: &'a AccessRequest,
+    expiry: Option<Timestamp>,
+    how: &str,
+) -> (&'a AccessRequest, Result<kube::runtime::controller::Action>) {
+    let phase = request.status.as_ref().map(|s| s.phase).filter(|p| p.is_terminal()).unwrap_or(Phase::Expired);
+    let message = format!("expired at {} {how}", fmt_expiry(expiry));
+    (request, super::transitions::end(request, ctx, phase, reasons::EXPIRED, message).await)
 }
 
 /// Watches for grants still live `grace` after their expiry and revokes them
