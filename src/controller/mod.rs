@@ -85,8 +85,21 @@ fn cache<K>(api: Api<K>, changes: &broadcast::Sender<Change>, what: fn(&K) -> Op
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
+    cache_selected(api, watcher::Config::default(), changes, what)
+}
+
+/// [`cache`] of the objects `config` selects.
+fn cache_selected<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changes: &broadcast::Sender<Change>,
+    what: fn(&K) -> Option<Change>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(drop_managed_fields))
+    let stream = reflector::reflector(writer, watcher(api, config).modify(drop_managed_fields))
         .backoff(backoff::watches())
         .touched_objects();
     let changes = changes.clone();
@@ -105,6 +118,11 @@ where
         }
     });
     store
+}
+
+/// Objects kube-jit did not make.
+fn not_managed() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}!={}", names::MANAGED_BY_LABEL, names::MANAGED_BY_VALUE))
 }
 
 /// Maps a managed object to the AccessRequest it belongs to.
@@ -136,9 +154,16 @@ impl Caches {
             agents: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
             admission_policies: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
             admission_bindings: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
-            // Standing-privilege checks read every binding.
-            role_bindings: cache(Api::all(client.clone()), &changes, |_| Some(Change::Rbac)),
-            cluster_role_bindings: cache(Api::all(client.clone()), &changes, |_| Some(Change::Rbac)),
+            // Standing-privilege checks read every binding but kube-jit's own
+            // grants (which are not standing): left out by the API server, so
+            // grants coming and going neither fill this cache nor re-check agents.
+            role_bindings: cache_selected(Api::all(client.clone()), not_managed(), &changes, |_| Some(Change::Rbac)),
+            cluster_role_bindings: cache_selected(
+                Api::all(client.clone()),
+                not_managed(),
+                &changes,
+                |_| Some(Change::Rbac),
+            ),
             approvals: cache(Api::all(client.clone()), &changes, |a: &AccessApproval| {
                 Some(Change::Approval(ObjectRef::new(&a.spec.request).within(&a.namespace()?)))
             }),
@@ -437,7 +462,10 @@ async fn reconcile_request(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Re
     if uninstall::was_uninstalled(&request) {
         return Ok(Action::await_change());
     }
-    access_request::reconcile(request, ctx).await
+    let uid = request.uid().unwrap_or_default();
+    let action = access_request::reconcile(request, ctx.clone()).await?;
+    ctx.reconciled(&uid);
+    Ok(action)
 }
 
 fn agent_error_policy(agent: Arc<AgentIdentity>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -446,12 +474,18 @@ fn agent_error_policy(agent: Arc<AgentIdentity>, error: &Error, _ctx: Arc<Contex
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Retries soon on conflicts (a decision made on a stale cache), later on other errors.
-fn error_policy(request: Arc<AccessRequest>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// Retries soon on conflicts (a decision made on a stale cache), backing off
+/// while they repeat; later on other errors.
+fn error_policy(request: Arc<AccessRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     let conflict = matches!(error, Error::Kube(kube::Error::Api(s)) if s.code == 409)
         || matches!(error, Error::Finalizer(f) if matches!(f.as_ref(), kube::runtime::finalizer::Error::ApplyFailed(Error::Kube(kube::Error::Api(s)))|kube::runtime::finalizer::Error::CleanupFailed(Error::Kube(kube::Error::Api(s))) if s.code == 409));
     if conflict {
-        return Action::requeue(Duration::from_millis(100));
+        return Action::requeue(ctx.conflict_backoff(&request.uid().unwrap_or_default()));
+    }
+    let gone = matches!(error, Error::Finalizer(f) if matches!(f.as_ref(), kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) if s.code == 404));
+    if gone {
+        // A second cleanup on an older copy, after the first let the request go.
+        return Action::await_change();
     }
     crate::metrics::global().reconcile_error("AccessRequest");
     tracing::warn!(request = %request.name_any(), namespace = request.namespace().unwrap_or_default(), error = %error, label = error.metric_label(), "reconcile failed; retrying");
