@@ -118,23 +118,33 @@ pub fn parent_expiry(ctx: &Context, status: &AccessRequestStatus) -> Option<Time
     parent?.status.as_ref()?.grant.as_ref()?.expires_at.as_ref().map(|t| t.0)
 }
 
-/// Like [`parent_still_live`], but reading the parent from the API server, not
-/// the cache: for deciding why a delegated grant's objects vanished (its parent
-/// ending takes them down before the cache shows the parent ended).
+/// Like [`parent_still_live`], but reading every ancestor (parent first, up
+/// to the root) from the API server, not the cache: for deciding why a
+/// delegated grant's objects vanished. An ancestor ending takes its whole
+/// subtree down before the cache, or even the nearer ancestors' status, shows it.
 pub async fn parent_live_now(ctx: &Context, status: &AccessRequestStatus) -> Result<(), String> {
-    let (parent_id, parent) = parent_grant(ctx, status);
-    let parent = parent.ok_or_else(|| format!("parent grant {parent_id} no longer exists"))?;
-    let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &parent.namespace().unwrap_or_default());
-    match api.get_opt(&parent.name_any()).await {
-        Ok(Some(fresh)) => {
-            let s = fresh.status.unwrap_or_default();
-            let live = s.phase == Phase::Granted && s.grant.as_ref().is_some_and(|g| g.revoked_at.is_none());
-            if live { Ok(()) } else { Err(format!("parent grant {parent_id} is {:?}", s.phase)) }
+    let chain = &status.delegation_chain;
+    let ancestors = chain[..chain.len().saturating_sub(1)].iter().rev();
+    let cached = ctx.stores.requests.state();
+    for hop in ancestors {
+        let id = &hop.grant_id;
+        let found = cached.iter().find(|r| r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some_and(|g| &g.id == id));
+        let Some(ancestor) = found else { return Err(format!("parent grant {id} no longer exists")) };
+        let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &ancestor.namespace().unwrap_or_default());
+        match api.get_opt(&ancestor.name_any()).await {
+            Ok(Some(fresh)) => {
+                let s = fresh.status.unwrap_or_default();
+                let live = s.phase == Phase::Granted && s.grant.as_ref().is_some_and(|g| g.revoked_at.is_none());
+                if !live {
+                    return Err(format!("parent grant {id} is {:?}", s.phase));
+                }
+            }
+            Ok(None) => return Err(format!("parent grant {id} no longer exists")),
+            // Unknown: the caller's own reason stands.
+            Err(_) => return Ok(()),
         }
-        Ok(None) => Err(format!("parent grant {parent_id} no longer exists")),
-        // Unknown: the caller's own reason stands.
-        Err(_) => Ok(()),
     }
+    Ok(())
 }
 
 /// A delegated grant's parent must still be live.
