@@ -158,14 +158,7 @@ async fn write_status(ctx: &Context, agent: &AgentIdentity, status: &AgentIdenti
 const RATE_GUARD_MANAGER: &str = "kube-jit-rate-guard";
 
 async fn publish(ctx: &Context, agent: &AgentIdentity, reason: &str, note: String) {
-    let event = kube::runtime::events::Event {
-        type_: kube::runtime::events::EventType::Warning,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Observe".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &agent.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&agent.object_ref(&()), true, "Observe", reason, note).await {
         tracing::warn!(error = %e, "could not publish Event");
     }
 }

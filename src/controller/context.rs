@@ -1,12 +1,11 @@
 //! What every reconcile shares: the client, the caches (reflector stores) the
-//! decisions read from, and the Event recorder.
+//! decisions read from, and the Event publisher.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt, core::PartialObjectMeta};
 
@@ -53,7 +52,7 @@ pub struct Context {
     pub client: Client,
     /// The caches decisions read from.
     pub stores: Stores,
-    pub recorder: Recorder,
+    pub events: super::events::Publisher,
     /// Trust domain of default SPIFFE IDs.
     pub trust_domain: String,
     /// Held while a request is decided, so concurrent decisions see each
@@ -96,9 +95,8 @@ const CONFLICT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs
 
 impl Context {
     pub fn new(client: Client, stores: Stores, trust_domain: String) -> Context {
-        let reporter = Reporter { controller: "kube-jit".into(), instance: std::env::var("POD_NAME").ok() };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: super::events::Publisher::new(client.clone(), "kube-jit", std::env::var("POD_NAME").ok()),
             client,
             stores,
             trust_domain,
@@ -166,14 +164,7 @@ impl Context {
 
     /// Publishes an Event on the request; failures are logged, never fatal.
     pub async fn event(&self, request: &AccessRequest, warning: bool, reason: &str, note: String) {
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &request.object_ref(&())).await {
+        if let Err(e) = self.events.publish(&request.object_ref(&()), warning, "Reconcile", reason, note).await {
             tracing::warn!(error = %e, request = %request.name_any(), "could not publish Event");
         }
     }

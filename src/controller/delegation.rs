@@ -128,7 +128,8 @@ pub async fn parent_live_now(ctx: &Context, status: &AccessRequestStatus) -> Res
     let cached = ctx.stores.requests.state();
     for hop in ancestors {
         let id = &hop.grant_id;
-        let found = cached.iter().find(|r| r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some_and(|g| &g.id == id));
+        let found =
+            cached.iter().find(|r| r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some_and(|g| &g.id == id));
         let Some(ancestor) = found else { return Err(format!("parent grant {id} no longer exists")) };
         let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &ancestor.namespace().unwrap_or_default());
         match api.get_opt(&ancestor.name_any()).await {

@@ -6,6 +6,7 @@ pub mod agent_identity;
 pub mod backoff;
 pub mod context;
 pub mod delegation;
+pub mod events;
 pub mod extension;
 pub mod managed;
 pub mod objects;
@@ -158,12 +159,9 @@ impl Caches {
             // grants (which are not standing): left out by the API server, so
             // grants coming and going neither fill this cache nor re-check agents.
             role_bindings: cache_selected(Api::all(client.clone()), not_managed(), &changes, |_| Some(Change::Rbac)),
-            cluster_role_bindings: cache_selected(
-                Api::all(client.clone()),
-                not_managed(),
-                &changes,
-                |_| Some(Change::Rbac),
-            ),
+            cluster_role_bindings: cache_selected(Api::all(client.clone()), not_managed(), &changes, |_| {
+                Some(Change::Rbac)
+            }),
             approvals: cache(Api::all(client.clone()), &changes, |a: &AccessApproval| {
                 Some(Change::Approval(ObjectRef::new(&a.spec.request).within(&a.namespace()?)))
             }),
