@@ -123,7 +123,9 @@ async fn main() -> anyhow::Result<()> {
                 identity: kube_jit::leadership::default_identity(),
                 duration_secs: args.lease_duration,
             });
-            let client = kube::Client::try_default().await.context("connecting to the cluster")?;
+            let config = kube::Config::infer().await.context("reading the cluster's address and credentials")?;
+            let client =
+                kube_jit::controller::api_client::operator_client(config).context("connecting to the cluster")?;
             let settings = kube_jit::controller::Settings {
                 sweep_interval: Duration::from_secs(args.sweep_interval),
                 trust_domain: args.trust_domain,

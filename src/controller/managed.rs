@@ -31,12 +31,25 @@ where
 {
     let (store, writer) = reflector::store();
     let config = watcher::Config::default().labels(names::MANAGED_SELECTOR);
-    let stream = reflector::reflector(writer, watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config))
+    let objects = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config).modify(keep_what_is_read);
+    let stream = reflector::reflector(writer, objects)
         .backoff(super::backoff::watches())
         .touched_objects()
         .filter_map(|o| async move { super::owner_request(o.ok()?) })
         .boxed();
     (store, stream)
+}
+
+/// What these caches read is whether an object exists and which request it
+/// belongs to: the rest of its metadata (managedFields above all, a tree per
+/// field manager) goes, or it would be most of the operator's memory.
+fn keep_what_is_read<K>(object: &mut PartialObjectMeta<K>) {
+    let meta = &mut object.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k == names::REQUEST_ANNOTATION);
+    }
 }
 
 impl ManagedObjects {

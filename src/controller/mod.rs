@@ -3,6 +3,7 @@
 
 pub mod access_request;
 pub mod agent_identity;
+pub mod api_client;
 pub mod backoff;
 pub mod context;
 pub mod delegation;
