@@ -34,6 +34,9 @@ use serde_json::json;
 use support::Cluster;
 use support::operator::Operator;
 
+/// The least time an operator acts between a recovery and the next fault.
+const MIN_ACTING_MS: i64 = 1500;
+
 const NS: &str = "agents";
 const TARGET: &str = "work";
 const ADMIN: &str = "kube-jit-admin";
@@ -352,8 +355,14 @@ async fn run(plan: Plan, apiserver_args: &str) {
     faults.sort();
     let mut counts = BTreeMap::<&str, usize>::new();
     let (mut kill_times, mut fault_log) = (Outages::default(), Vec::new());
+    // Each fault waits for its random moment, and for an operator to have acted
+    // for a while since the last recovery: when recoveries run late, the
+    // schedule would otherwise kill every new leader the instant it starts.
+    let mut recovered = started;
     for (at_ms, fault) in faults {
-        support::scenario::sleep_until(started + SignedDuration::from_millis(at_ms as i64)).await;
+        let scheduled = started + SignedDuration::from_millis(at_ms as i64);
+        let settled = recovered + SignedDuration::from_millis(MIN_ACTING_MS);
+        support::scenario::sleep_until(scheduled.max(settled)).await;
         let down = Timestamp::now();
         match fault {
             "kill" => {
@@ -374,7 +383,8 @@ async fn run(plan: Plan, apiserver_args: &str) {
                 tokio::task::spawn_blocking(move || cluster.run(&[&what])).await.unwrap();
             }
         }
-        outages.lock().unwrap().0.push((down, Timestamp::now()));
+        recovered = Timestamp::now();
+        outages.lock().unwrap().0.push((down, recovered));
         if fault == "kill" {
             kill_times.0.push((down, down));
         }

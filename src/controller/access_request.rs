@@ -43,6 +43,39 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
+/// Grants approved but not yet made when the last leader stopped, resumed by a
+/// new leader before anything else (a leader that keeps dying young would
+/// otherwise never get to them, and they would expire unmade). Each goes
+/// through the whole reconcile, checks included. Delegated grants wait for the
+/// controller: their parent checks read the request cache, not filled yet.
+/// Returns how many were resumed; failures are logged and left to the controller.
+pub async fn resume_interrupted(ctx: &Arc<Context>) -> Result<usize> {
+    let list = Api::<AccessRequest>::all(ctx.client.clone()).list(&kube::api::ListParams::default()).await?;
+    let now = Timestamp::now();
+    let interrupted: Vec<_> = list
+        .items
+        .into_iter()
+        .filter(|r| {
+            let Some(status) = &r.status else { return false };
+            let live = status.grant.as_ref().is_some_and(|g| {
+                g.revoked_at.is_none() && g.expires_at.as_ref().is_some_and(|t| t.0 > now)
+            });
+            status.phase == Phase::Approved && live && status.delegation_chain.len() <= 1
+        })
+        .collect();
+    let mut resumed = 0;
+    for batch in interrupted.chunks(64) {
+        let runs = batch.iter().map(|r| reconcile(Arc::new(r.clone()), ctx.clone()));
+        for (r, result) in batch.iter().zip(futures::future::join_all(runs).await) {
+            match result {
+                Ok(_) => resumed += 1,
+                Err(e) => tracing::warn!(request = %r.name_any(), error = %e, "could not resume an approved grant; the controller retries"),
+            }
+        }
+    }
+    Ok(resumed)
+}
+
 /// Deletion revokes everything before the request goes.
 async fn cleanup(request: &AccessRequest, ctx: &Context) -> Result<Action> {
     let phase = request.status.as_ref().map(|s| s.phase).unwrap_or_default();

@@ -351,6 +351,11 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
         _ = async { stop.clone().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => return Ok(()),
     };
     tracing::info!(overdue_revoked = overdue, orphans_deleted = swept, "start-up revocation done");
+    match access_request::resume_interrupted(&ctx).await {
+        Ok(0) => {}
+        Ok(resumed) => tracing::info!(resumed, "resumed grants approved but not made before this term"),
+        Err(e) => tracing::warn!(error = %e, "could not list approved grants to resume; the controller will"),
+    }
 
     let sweeper = {
         let ctx = ctx.clone();
