@@ -31,6 +31,7 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
         Some(Behind::Catching) => return Ok(Action::requeue(Duration::from_millis(200))),
         None => {}
     }
+    ctx.audit_if_committed(&request);
     let ns = request.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, request, |event| async {

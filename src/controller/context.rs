@@ -21,6 +21,50 @@ fn resource_version(request: &AccessRequest) -> Option<u64> {
     request.metadata.resource_version.as_deref()?.parse().ok()
 }
 
+/// An audit line held back until its status write is known to have committed.
+pub struct Unaudited {
+    pub event: crate::audit::AuditEvent,
+    /// The request as written.
+    pub recorded: AccessRequest,
+    pub policy: Option<String>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub expires_at: Option<String>,
+    pub identity: Option<String>,
+}
+
+impl Unaudited {
+    /// Whether `copy` carries the write: same phase, and the same `startedAt`
+    /// (a grant) or `revokedAt` (an ending), which the write set to the second.
+    fn committed_in(&self, copy: &AccessRequest) -> bool {
+        let (Some(written), Some(seen)) = (self.recorded.status.as_ref(), copy.status.as_ref()) else { return false };
+        let second = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.map(|t| t.0.as_second());
+        let marker = |s: &crate::api::access_request::AccessRequestStatus| {
+            let g = s.grant.as_ref();
+            (second(g.and_then(|g| g.started_at.as_ref())), second(g.and_then(|g| g.revoked_at.as_ref())))
+        };
+        written.phase == seen.phase && marker(written) == marker(seen)
+    }
+
+    fn record(&self) {
+        let details = crate::audit::Details {
+            policy: self.policy.as_deref(),
+            reason: self.reason.as_deref(),
+            message: self.message.as_deref(),
+            expires_at: self.expires_at.clone(),
+            identity: self.identity.clone(),
+            ..crate::audit::Details::default()
+        };
+        crate::audit::record(self.event, &self.recorded, details);
+    }
+}
+
+/// Whether a failed write may still have been applied: the request reached
+/// the API server, or may have, but no answer came back.
+pub fn outcome_unknown(error: &crate::Error) -> bool {
+    matches!(error, crate::Error::Kube(e) if !matches!(e, kube::Error::Api(_)))
+}
+
 /// How a cached copy at `cached` stands to this process's write `w`.
 fn behind(cached: u64, w: &Written) -> Option<Behind> {
     if cached >= w.resource_version {
@@ -67,6 +111,10 @@ pub struct Context {
     written: std::sync::Mutex<BTreeMap<String, Written>>,
     /// Conflicts (409) in a row per request uid, for the retry backoff.
     conflicts: std::sync::Mutex<BTreeMap<String, u32>>,
+    /// Audit lines of status writes whose outcome this process does not know
+    /// (the connection failed after sending): written once a copy shows the
+    /// write committed. Request uid → the line.
+    unaudited: std::sync::Mutex<BTreeMap<String, Unaudited>>,
     /// Metadata caches of the objects kube-jit made (while the controllers run).
     pub managed: Option<super::managed::ManagedObjects>,
 }
@@ -104,6 +152,7 @@ impl Context {
             pending: std::sync::Mutex::new(BTreeMap::new()),
             written: std::sync::Mutex::new(BTreeMap::new()),
             conflicts: std::sync::Mutex::new(BTreeMap::new()),
+            unaudited: std::sync::Mutex::new(BTreeMap::new()),
             managed: None,
         }
     }
@@ -155,6 +204,28 @@ impl Context {
         let n = map.entry(uid.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         conflict_delay(*n)
+    }
+
+    /// Keeps the audit line of a status write that failed with an unknown
+    /// outcome, for [`Context::audit_if_committed`].
+    pub fn uncertain_write(&self, uid: &str, line: Unaudited) {
+        let mut map = self.unaudited.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > PRUNE_AT {
+            map.clear();
+        }
+        map.insert(uid.to_string(), line);
+    }
+
+    /// Writes the audit line kept for `request` if this copy shows that the
+    /// write it belongs to committed after all.
+    pub fn audit_if_committed(&self, request: &AccessRequest) {
+        let Some(uid) = request.uid() else { return };
+        let mut map = self.unaudited.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&uid).is_some_and(|line| line.committed_in(request))
+            && let Some(line) = map.remove(&uid)
+        {
+            line.record();
+        }
     }
 
     /// A reconcile of `uid` succeeded: its conflict backoff starts over.
@@ -274,6 +345,45 @@ mod tests {
     fn an_older_copy_than_another_write_waits_only_a_while() {
         assert_eq!(behind(9, &write(10, Duration::ZERO, false)), Some(Behind::Catching));
         assert_eq!(behind(9, &write(10, CACHE_CATCH_UP + Duration::from_millis(1), false)), None);
+    }
+
+    fn request(phase: Phase, started: Option<i64>, revoked: Option<i64>) -> AccessRequest {
+        let time = |s: i64| serde_json::json!(jiff::Timestamp::from_second(s).unwrap().to_string());
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "r", "namespace": "n", "uid": "u"},
+            "spec": {"requester": {"user": "u"}, "namespaces": ["a"], "duration": "1m"},
+            "status": {"phase": phase, "grant": {"id": "g",
+                "startedAt": started.map(time), "revokedAt": revoked.map(time)}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_held_back_line_matches_only_the_write_it_belongs_to() {
+        let line = |recorded| Unaudited {
+            event: crate::audit::AuditEvent::Expired,
+            recorded,
+            policy: None,
+            reason: None,
+            message: None,
+            expires_at: None,
+            identity: None,
+        };
+        let ended = line(request(Phase::Expired, Some(100), Some(160)));
+        assert!(ended.committed_in(&request(Phase::Expired, Some(100), Some(160))));
+        assert!(!ended.committed_in(&request(Phase::Granted, Some(100), None)), "the write did not commit");
+        assert!(!ended.committed_in(&request(Phase::Expired, Some(100), Some(161))), "another writer ended it");
+        let granted = line(request(Phase::Granted, Some(100), None));
+        assert!(granted.committed_in(&request(Phase::Granted, Some(100), None)));
+        assert!(!granted.committed_in(&request(Phase::Approved, None, None)));
+    }
+
+    #[test]
+    fn only_errors_without_an_answer_leave_a_write_unknown() {
+        let api = kube::Error::Api(kube::core::Status::failure("conflict", "Conflict").with_code(409).boxed());
+        assert!(!outcome_unknown(&crate::Error::Kube(api)));
+        let lost = kube::Error::Service("connection reset".into());
+        assert!(outcome_unknown(&crate::Error::Kube(lost)));
     }
 
     #[test]

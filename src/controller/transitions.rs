@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::context::Context;
+use super::context::{Context, Unaudited, outcome_unknown};
 use super::objects;
 use crate::api::access_request::{AccessRequest, AccessRequestStatus, DelegationHop, GrantStatus, Phase};
 use crate::audit::{self, AuditEvent, Details};
@@ -171,7 +171,26 @@ pub async fn make(
     if let Some(g) = status.grant.as_mut() {
         g.started_at = Some(Time(now));
     }
-    let written = write_status(ctx, request, &status).await?;
+    let written = match write_status(ctx, request, &status).await {
+        Ok(written) => written,
+        Err(e) => {
+            if outcome_unknown(&e) {
+                let mut recorded = request.clone();
+                recorded.status = Some(status.clone());
+                let line = Unaudited {
+                    event: AuditEvent::Granted,
+                    recorded,
+                    policy: status.policy.clone(),
+                    reason: None,
+                    message: None,
+                    expires_at: Some(expires_at.to_string()),
+                    identity: Some(identity),
+                };
+                ctx.uncertain_write(&request.uid().unwrap_or_default(), line);
+            }
+            return Err(e);
+        }
+    };
     let details = Details {
         policy: status.policy.as_deref(),
         expires_at: Some(expires_at.to_string()),
@@ -230,13 +249,29 @@ pub async fn end_one(
     conditions::set(&mut status.conditions, type_, true, reason, message.clone(), generation, now);
     status.phase = phase;
     let first_time = request.status.as_ref().map(|s| s.phase) != Some(phase);
-    write_status(ctx, request, &status).await?;
+    let event = match phase {
+        Phase::Expired => AuditEvent::Expired,
+        Phase::Denied => AuditEvent::Denied,
+        _ => AuditEvent::Revoked,
+    };
+    if let Err(e) = write_status(ctx, request, &status).await {
+        if first_time && outcome_unknown(&e) {
+            let mut recorded = request.clone();
+            recorded.status = Some(status.clone());
+            let line = Unaudited {
+                event,
+                recorded,
+                policy: status.policy.clone(),
+                reason: Some(reason.to_string()),
+                message: Some(message.clone()),
+                expires_at: None,
+                identity: None,
+            };
+            ctx.uncertain_write(&request.uid().unwrap_or_default(), line);
+        }
+        return Err(e);
+    }
     if first_time {
-        let event = match phase {
-            Phase::Expired => AuditEvent::Expired,
-            Phase::Denied => AuditEvent::Denied,
-            _ => AuditEvent::Revoked,
-        };
         let details = Details {
             policy: status.policy.as_deref(),
             reason: Some(reason),
