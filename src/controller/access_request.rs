@@ -58,9 +58,10 @@ pub async fn resume_interrupted(ctx: &Arc<Context>) -> Result<usize> {
         .into_iter()
         .filter(|r| {
             let Some(status) = &r.status else { return false };
-            let live = status.grant.as_ref().is_some_and(|g| {
-                g.revoked_at.is_none() && g.expires_at.as_ref().is_some_and(|t| t.0 > now)
-            });
+            let live = status
+                .grant
+                .as_ref()
+                .is_some_and(|g| g.revoked_at.is_none() && g.expires_at.as_ref().is_some_and(|t| t.0 > now));
             status.phase == Phase::Approved && live && status.delegation_chain.len() <= 1
         })
         .collect();
@@ -70,7 +71,9 @@ pub async fn resume_interrupted(ctx: &Arc<Context>) -> Result<usize> {
         for (r, result) in batch.iter().zip(futures::future::join_all(runs).await) {
             match result {
                 Ok(_) => resumed += 1,
-                Err(e) => tracing::warn!(request = %r.name_any(), error = %e, "could not resume an approved grant; the controller retries"),
+                Err(e) => {
+                    tracing::warn!(request = %r.name_any(), error = %e, "could not resume an approved grant; the controller retries")
+                }
             }
         }
     }
