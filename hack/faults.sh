@@ -13,4 +13,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 hack/local-cluster.sh build
 export KUBE_JIT_FAULTS=${1:-full}
-cargo test --release --test faults -- --include-ignored --nocapture
+cargo test --release --test faults -- --nocapture
