@@ -235,12 +235,30 @@ pub async fn managed_objects(client: &Client) -> Result<Vec<(String, kube::api::
     Ok(found)
 }
 
+/// Objects per page of a sweep's list: each page's `managedFields` (a decoded
+/// tree per field manager) are dropped before the next is read, so a sweep over
+/// thousands of grants holds names and annotations, not every field set at once.
+const SWEEP_PAGE: u32 = 250;
+
 async fn list_kind<K>(client: &Client, lp: &ListParams) -> Result<Vec<(String, kube::api::ObjectMeta)>>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
-    let list = Api::<K>::all(client.clone()).list_metadata(lp).await?;
-    Ok(list.items.into_iter().map(|i: PartialObjectMeta<K>| (K::kind(&()).to_string(), i.metadata)).collect())
+    let api = Api::<K>::all(client.clone());
+    let mut found = Vec::new();
+    let mut page = lp.clone().limit(SWEEP_PAGE);
+    loop {
+        let list = api.list_metadata(&page).await?;
+        found.extend(list.items.into_iter().map(|i: PartialObjectMeta<K>| {
+            let mut meta = i.metadata;
+            meta.managed_fields = None;
+            (K::kind(&()).to_string(), meta)
+        }));
+        match list.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => page = page.continue_token(&token),
+            None => return Ok(found),
+        }
+    }
 }
 
 #[cfg(test)]
