@@ -99,16 +99,22 @@ fn agent_usable(ctx: &Context, request: &AccessRequest) -> Result<(), String> {
     Ok(())
 }
 
+/// The request holding grant `id`, among `requests`.
+fn holding(requests: &[Arc<AccessRequest>], id: &str) -> Option<Arc<AccessRequest>> {
+    requests.iter().find(|r| r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some_and(|g| g.id == id)).cloned()
+}
+
+/// Whether the status shows grant `id` live; if not, why.
+fn still_live(id: &str, status: &AccessRequestStatus) -> Result<(), String> {
+    let live = status.phase == Phase::Granted && status.grant.as_ref().is_some_and(|g| g.revoked_at.is_none());
+    if live { Ok(()) } else { Err(format!("parent grant {id} is {:?}", status.phase)) }
+}
+
 /// The request holding the parent grant of a delegated grant, from the cache.
 fn parent_grant(ctx: &Context, status: &AccessRequestStatus) -> (String, Option<Arc<AccessRequest>>) {
     let chain = &status.delegation_chain;
     let parent_id = chain[chain.len().saturating_sub(2)].grant_id.clone();
-    let parent = ctx
-        .stores
-        .requests
-        .state()
-        .into_iter()
-        .find(|r| r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some_and(|g| g.id == parent_id));
+    let parent = holding(&ctx.stores.requests.state(), &parent_id);
     (parent_id, parent)
 }
 
@@ -128,18 +134,12 @@ pub async fn parent_live_now(ctx: &Context, status: &AccessRequestStatus) -> Res
     let cached = ctx.stores.requests.state();
     for hop in ancestors {
         let id = &hop.grant_id;
-        let found =
-            cached.iter().find(|r| r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some_and(|g| &g.id == id));
-        let Some(ancestor) = found else { return Err(format!("parent grant {id} no longer exists")) };
+        let Some(ancestor) = holding(&cached, id) else {
+            return Err(format!("parent grant {id} no longer exists"));
+        };
         let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &ancestor.namespace().unwrap_or_default());
         match api.get_opt(&ancestor.name_any()).await {
-            Ok(Some(fresh)) => {
-                let s = fresh.status.unwrap_or_default();
-                let live = s.phase == Phase::Granted && s.grant.as_ref().is_some_and(|g| g.revoked_at.is_none());
-                if !live {
-                    return Err(format!("parent grant {id} is {:?}", s.phase));
-                }
-            }
+            Ok(Some(fresh)) => still_live(id, &fresh.status.unwrap_or_default())?,
             Ok(None) => return Err(format!("parent grant {id} no longer exists")),
             // Unknown: the caller's own reason stands.
             Err(_) => return Ok(()),
@@ -152,9 +152,7 @@ pub async fn parent_live_now(ctx: &Context, status: &AccessRequestStatus) -> Res
 pub fn parent_still_live(ctx: &Context, status: &AccessRequestStatus) -> Result<(), String> {
     let (parent_id, parent) = parent_grant(ctx, status);
     let parent = parent.ok_or_else(|| format!("parent grant {parent_id} no longer exists"))?;
-    let s = parent.status.clone().unwrap_or_default();
-    let live = s.phase == Phase::Granted && s.grant.as_ref().is_some_and(|g| g.revoked_at.is_none());
-    if live { Ok(()) } else { Err(format!("parent grant {parent_id} is {:?}", s.phase)) }
+    still_live(&parent_id, &parent.status.clone().unwrap_or_default())
 }
 
 /// Ends, at once and in parallel, every live grant delegated (at any depth)
