@@ -11,7 +11,7 @@ use kube::{Client, Resource, ResourceExt, core::PartialObjectMeta};
 
 use crate::api::access_approval::AccessApproval;
 use crate::api::access_policy::AccessPolicy;
-use crate::api::access_request::{AccessRequest, Phase};
+use crate::api::access_request::{AccessRequest, AccessRequestStatus, Phase};
 use crate::api::agent_identity::AgentIdentity;
 use crate::policy::ClusterFacts;
 
@@ -21,8 +21,10 @@ fn resource_version(request: &AccessRequest) -> Option<u64> {
     request.metadata.resource_version.as_deref()?.parse().ok()
 }
 
-/// An audit line held back until its status write is known to have committed.
-pub struct Unaudited {
+/// The audit line of a status write: written once the write is known to have
+/// committed, at once when it answered, later (see [`Context::hold_line`]) when
+/// it failed without an answer.
+pub struct AuditLine {
     pub event: crate::audit::AuditEvent,
     /// The request as written.
     pub recorded: AccessRequest,
@@ -33,20 +35,35 @@ pub struct Unaudited {
     pub identity: Option<String>,
 }
 
-impl Unaudited {
+impl AuditLine {
+    /// The line of `event` for `status` written on `request`, with its policy.
+    pub fn of(event: crate::audit::AuditEvent, request: &AccessRequest, status: &AccessRequestStatus) -> AuditLine {
+        let mut recorded = request.clone();
+        recorded.status = Some(status.clone());
+        AuditLine {
+            event,
+            recorded,
+            policy: status.policy.clone(),
+            reason: None,
+            message: None,
+            expires_at: None,
+            identity: None,
+        }
+    }
+
     /// Whether `copy` carries the write: same phase, and the same `startedAt`
     /// (a grant) or `revokedAt` (an ending), which the write set to the second.
     fn committed_in(&self, copy: &AccessRequest) -> bool {
         let (Some(written), Some(seen)) = (self.recorded.status.as_ref(), copy.status.as_ref()) else { return false };
         let second = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.map(|t| t.0.as_second());
-        let marker = |s: &crate::api::access_request::AccessRequestStatus| {
+        let marker = |s: &AccessRequestStatus| {
             let g = s.grant.as_ref();
             (second(g.and_then(|g| g.started_at.as_ref())), second(g.and_then(|g| g.revoked_at.as_ref())))
         };
         written.phase == seen.phase && marker(written) == marker(seen)
     }
 
-    fn record(&self) {
+    pub fn record(&self) {
         let details = crate::audit::Details {
             policy: self.policy.as_deref(),
             reason: self.reason.as_deref(),
@@ -61,7 +78,7 @@ impl Unaudited {
 
 /// Whether a failed write may still have been applied: the request reached
 /// the API server, or may have, but no answer came back.
-pub fn outcome_unknown(error: &crate::Error) -> bool {
+fn outcome_unknown(error: &crate::Error) -> bool {
     matches!(error, crate::Error::Kube(e) if !matches!(e, kube::Error::Api(_)))
 }
 
@@ -114,7 +131,7 @@ pub struct Context {
     /// Audit lines of status writes whose outcome this process does not know
     /// (the connection failed after sending): written once a copy shows the
     /// write committed. Request uid → the line.
-    unaudited: std::sync::Mutex<BTreeMap<String, Unaudited>>,
+    unaudited: std::sync::Mutex<BTreeMap<String, AuditLine>>,
     /// Metadata caches of the objects kube-jit made (while the controllers run).
     pub managed: Option<super::managed::ManagedObjects>,
 }
@@ -206,14 +223,18 @@ impl Context {
         conflict_delay(*n)
     }
 
-    /// Keeps the audit line of a status write that failed with an unknown
-    /// outcome, for [`Context::audit_if_committed`].
-    pub fn uncertain_write(&self, uid: &str, line: Unaudited) {
+    /// After a status write of `request` failed with `error`: keeps its audit
+    /// line for [`Context::audit_if_committed`] if the write may still have
+    /// been applied (no answer came back); drops it if it surely was not.
+    pub fn hold_line(&self, error: &crate::Error, request: &AccessRequest, line: AuditLine) {
+        if !outcome_unknown(error) {
+            return;
+        }
         let mut map = self.unaudited.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > PRUNE_AT {
             map.clear();
         }
-        map.insert(uid.to_string(), line);
+        map.insert(request.uid().unwrap_or_default(), line);
     }
 
     /// Writes the audit line kept for `request` if this copy shows that the
@@ -360,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_held_back_line_matches_only_the_write_it_belongs_to() {
-        let line = |recorded| Unaudited {
+        let line = |recorded| AuditLine {
             event: crate::audit::AuditEvent::Expired,
             recorded,
             policy: None,

@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::context::{Context, Unaudited, outcome_unknown};
+use super::context::{AuditLine, Context};
 use super::objects;
 use crate::api::access_request::{AccessRequest, AccessRequestStatus, DelegationHop, GrantStatus, Phase};
 use crate::audit::{self, AuditEvent, Details};
@@ -171,33 +171,16 @@ pub async fn make(
     if let Some(g) = status.grant.as_mut() {
         g.started_at = Some(Time(now));
     }
-    let written = match write_status(ctx, request, &status).await {
-        Ok(written) => written,
-        Err(e) => {
-            if outcome_unknown(&e) {
-                let mut recorded = request.clone();
-                recorded.status = Some(status.clone());
-                let line = Unaudited {
-                    event: AuditEvent::Granted,
-                    recorded,
-                    policy: status.policy.clone(),
-                    reason: None,
-                    message: None,
-                    expires_at: Some(expires_at.to_string()),
-                    identity: Some(identity),
-                };
-                ctx.uncertain_write(&request.uid().unwrap_or_default(), line);
-            }
-            return Err(e);
-        }
-    };
-    let details = Details {
-        policy: status.policy.as_deref(),
+    let line = AuditLine {
         expires_at: Some(expires_at.to_string()),
         identity: Some(identity),
-        ..Details::default()
+        ..AuditLine::of(AuditEvent::Granted, request, &status)
     };
-    audit::record(AuditEvent::Granted, &written, details);
+    if let Err(e) = write_status(ctx, request, &status).await {
+        ctx.hold_line(&e, request, line);
+        return Err(e);
+    }
+    line.record();
     crate::metrics::global().granted(request, now);
     ctx.event(request, false, reasons::GRANTED, message).await;
     Ok(until(expires_at))
@@ -254,33 +237,19 @@ pub async fn end_one(
         Phase::Denied => AuditEvent::Denied,
         _ => AuditEvent::Revoked,
     };
+    let line = AuditLine {
+        reason: Some(reason.to_string()),
+        message: Some(message.clone()),
+        ..AuditLine::of(event, request, &status)
+    };
     if let Err(e) = write_status(ctx, request, &status).await {
-        if first_time && outcome_unknown(&e) {
-            let mut recorded = request.clone();
-            recorded.status = Some(status.clone());
-            let line = Unaudited {
-                event,
-                recorded,
-                policy: status.policy.clone(),
-                reason: Some(reason.to_string()),
-                message: Some(message.clone()),
-                expires_at: None,
-                identity: None,
-            };
-            ctx.uncertain_write(&request.uid().unwrap_or_default(), line);
+        if first_time {
+            ctx.hold_line(&e, request, line);
         }
         return Err(e);
     }
     if first_time {
-        let details = Details {
-            policy: status.policy.as_deref(),
-            reason: Some(reason),
-            message: Some(&message),
-            ..Details::default()
-        };
-        let mut recorded = request.clone();
-        recorded.status = Some(status.clone());
-        audit::record(event, &recorded, details);
+        line.record();
         crate::metrics::global().ended(phase, reason, status.grant.as_ref());
         ctx.event(request, phase != Phase::Expired, reason, message).await;
     }
