@@ -49,12 +49,11 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
 /// otherwise never get to them, and they would expire unmade). Each goes
 /// through the whole reconcile, checks included. Delegated grants wait for the
 /// controller: their parent checks read the request cache, not filled yet.
-/// Returns how many were resumed; failures are logged and left to the controller.
-pub async fn resume_interrupted(ctx: &Arc<Context>) -> Result<usize> {
-    let list = Api::<AccessRequest>::all(ctx.client.clone()).list(&kube::api::ListParams::default()).await?;
+/// `requests` is a fresh list; returns how many were resumed (failures are
+/// logged and left to the controller).
+pub async fn resume_interrupted(ctx: &Arc<Context>, requests: Vec<AccessRequest>) -> usize {
     let now = Timestamp::now();
-    let interrupted: Vec<_> = list
-        .items
+    let interrupted: Vec<_> = requests
         .into_iter()
         .filter(|r| {
             let Some(status) = &r.status else { return false };
@@ -77,7 +76,7 @@ pub async fn resume_interrupted(ctx: &Arc<Context>) -> Result<usize> {
             }
         }
     }
-    Ok(resumed)
+    resumed
 }
 
 /// Deletion revokes everything before the request goes.

@@ -334,27 +334,30 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
     let start_up = async {
         loop {
             // In turn: overdue grants first (they are the privilege at risk).
-            let done = match sweep::revoke_overdue(&ctx, Duration::ZERO).await {
-                Ok(overdue) => sweep::sweep(&client).await.map(|swept| (overdue, swept)),
-                Err(e) => Err(e),
+            let done = async {
+                let requests =
+                    Api::<AccessRequest>::all(client.clone()).list(&kube::api::ListParams::default()).await?.items;
+                let overdue = sweep::revoke_overdue(&ctx, &requests, Duration::ZERO).await?;
+                let swept = sweep::sweep(&client).await?;
+                Ok::<_, Error>((requests, overdue, swept))
             };
-            match done {
+            match done.await {
                 Ok(done) => break done,
                 Err(e) => tracing::warn!(error = %e, "start-up revocation failed; retrying"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
-    let (overdue, swept) = tokio::select! {
+    let (requests, overdue, swept) = tokio::select! {
         done = start_up => done,
         // Stopping while the API server stays unreachable: the next leader revokes.
-        _ = async { stop.clone().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => return Ok(()),
+        _ = past_grace(stop.clone()) => return Ok(()),
     };
     tracing::info!(overdue_revoked = overdue, orphans_deleted = swept, "start-up revocation done");
-    match access_request::resume_interrupted(&ctx).await {
-        Ok(0) => {}
-        Ok(resumed) => tracing::info!(resumed, "resumed grants approved but not made before this term"),
-        Err(e) => tracing::warn!(error = %e, "could not list approved grants to resume; the controller will"),
+    // The same list: those it shows overdue were just ended, the rest are untouched.
+    let resumed = access_request::resume_interrupted(&ctx, requests).await;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed grants approved but not made before this term");
     }
 
     let sweeper = {
@@ -416,15 +419,11 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
                 Err(e) => tracing::warn!(error = %e, "controller could not run a reconcile"),
             }
         });
-    let overrun = async {
-        stop.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
     tokio::select! {
         _ = futures::future::join(requests_controller, agents_controller) => {}
         _ = sweeper => {}
         _ = expiries => {}
-        _ = overrun => {
+        _ = past_grace(stop) => {
             // As after a crash: the next leader finishes what these started.
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace: stopping them");
         }
@@ -435,6 +434,12 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
 /// How long reconciles in flight may take to finish once shutdown begins:
 /// well inside Kubernetes' default 30 s termination grace period.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Resolves [`SHUTDOWN_GRACE`] after `stop`.
+async fn past_grace(stop: Shared<BoxFuture<'static, ()>>) {
+    stop.await;
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+}
 
 /// `stop`, held until the controller's store has its first full list. A
 /// controller told to stop before then never lets its runner start (the runner

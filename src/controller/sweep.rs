@@ -21,13 +21,12 @@ use crate::conditions::reasons;
 use crate::error::{Error, Result};
 use crate::names;
 
-/// Revokes every grant whose expiry is more than `grace` past (the operator
-/// was down, or crashed, across it), listing requests from the API server.
+/// Revokes every grant of `requests` (listed from the API server) whose expiry
+/// is more than `grace` past: the operator was down, or crashed, across it.
 /// Every overdue grant is tried; the first failure, if any, is returned.
-pub async fn revoke_overdue(ctx: &Context, grace: Duration) -> Result<usize> {
-    let requests = Api::<AccessRequest>::all(ctx.client.clone()).list(&ListParams::default()).await?;
+pub async fn revoke_overdue(ctx: &Context, requests: &[AccessRequest], grace: Duration) -> Result<usize> {
     let (revoked, failure) =
-        revoke_listed(ctx, &requests.items, grace, "while the operator was not running; revoked on start").await;
+        revoke_listed(ctx, requests, grace, "while the operator was not running; revoked on start").await;
     failure.map_or(Ok(revoked), Err)
 }
 
