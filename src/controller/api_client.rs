@@ -1,19 +1,49 @@
-//! The operator's connection to the API server. kube's client speaks HTTP/1.1
-//! with an unbounded connection pool: every request in flight holds its own
-//! TLS connection, kept for 90 s after use. A burst of thousands of grants
-//! (or a restart that checks thousands at once) opened thousands, at tens of
-//! KiB each, and the API server gained nothing from that many in parallel.
-//! A cap on requests in flight bounds both. Watches hold a slot only until
-//! their response starts; their streams do not count.
+//! The operator's connection to the API server.
+//!
+//! - kube's client speaks HTTP/1.1 with an unbounded connection pool: every
+//!   request in flight holds its own TLS connection, kept for 90 s after use.
+//!   A burst of thousands of grants (or a restart that checks thousands at
+//!   once) opened thousands, at tens of KiB each, and the API server gained
+//!   nothing from that many in parallel. A cap on requests in flight bounds
+//!   both. Watches hold a slot only until their response starts; their
+//!   streams do not count.
+//! - kube's default retry of 429, 503 and 504 waits up to 15 times, doubling
+//!   from 5 ms without a useful cap and honouring `Retry-After`: one request
+//!   to a throttling or restarting API server could hold its reconcile for
+//!   tens of seconds, and with it the revocation or grant behind it, while
+//!   nothing was logged. The operator retries briefly here instead
+//!   ([`retry_policy`]) and leaves longer waits to its reconcilers, whose
+//!   errors are logged and requeued after a second.
+
+use std::time::Duration;
 
 use kube::client::ClientBuilder;
+use kube::client::retry::RetryPolicy;
 use kube::{Client, Config};
+use tower::buffer::BufferLayer;
 use tower::limit::ConcurrencyLimitLayer;
+use tower::retry::RetryLayer;
 
 /// Requests the operator has in flight at most (queued in order beyond it).
 pub const MAX_IN_FLIGHT: usize = 256;
 
-/// A client for `config` with at most [`MAX_IN_FLIGHT`] requests in flight.
-pub fn operator_client(config: Config) -> kube::Result<Client> {
-    Ok(ClientBuilder::try_from(config)?.with_layer(&ConcurrencyLimitLayer::new(MAX_IN_FLIGHT)).build())
+/// How a request answered 429 (too many requests), 503 or 504 is retried:
+/// at most 4 times, after about 50, 100, 200 and 400 ms (each with jitter,
+/// none over 1 s), so one request gives up within about 1.5 s.
+pub fn retry_policy() -> RetryPolicy {
+    RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(1), 4, false)
+        .expect("the minimum delay is below the maximum")
+}
+
+/// A client for `config` with at most [`MAX_IN_FLIGHT`] requests in flight,
+/// retrying throttled requests as [`retry_policy`] says. (A retry resends a
+/// request, so the service under it must be cloneable: a `Buffer` of the
+/// same depth as the cap makes it so.)
+pub fn operator_client(mut config: Config) -> kube::Result<Client> {
+    config.default_retry = false;
+    Ok(ClientBuilder::try_from(config)?
+        .with_layer(&BufferLayer::new(MAX_IN_FLIGHT))
+        .with_layer(&RetryLayer::new(retry_policy()))
+        .with_layer(&ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        .build())
 }
