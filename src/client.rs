@@ -137,8 +137,9 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
     minted.status.and_then(|s| s.token).filter(|t| !t.is_empty()).ok_or(crate::Error::NoToken)
 }
 
-/// How long [`mint_grant_token`] retries a 403 right after a grant.
-const MINT_AUTHORIZATION_GRACE: Duration = Duration::from_secs(3);
+/// How long [`mint_grant_token`] retries a 403 right after a grant (a loaded
+/// API server's authorizer can take seconds to see a new binding).
+const MINT_AUTHORIZATION_GRACE: Duration = Duration::from_secs(10);
 
 /// `config` with its credentials replaced by `token`: same server, CA, TLS
 /// name and timeouts. Every other credential (client certificate, exec
