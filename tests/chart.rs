@@ -149,7 +149,7 @@ async fn chart_installs_and_its_rbac_carries_the_whole_grant_lifecycle() {
         .await;
     let read = scenario::wait_phase(&admin, "agents", "read", Phase::Granted, t).await;
     let read_grant = cluster.client_with_token(&planner.mint(&read).await.expect("mint"));
-    scenario::wait_pods_status(&read_grant, "team-a", 200, Duration::from_secs(5)).await;
+    scenario::wait_pods_status(&read_grant, "team-a", 200, Duration::from_secs(30)).await;
     assert_eq!(scenario::list_pods_status(&read_grant, "team-b").await, 403);
 
     // Inline rules: a generated Role (escalate and bind on Roles), revoked on demand.
@@ -161,7 +161,7 @@ async fn chart_installs_and_its_rbac_carries_the_whole_grant_lifecycle() {
         .await;
     let inline = scenario::wait_phase(&admin, "agents", "inline", Phase::Granted, t).await;
     let inline_grant = cluster.client_with_token(&planner.mint(&inline).await.expect("mint"));
-    scenario::wait_pods_status(&inline_grant, "team-b", 200, Duration::from_secs(5)).await;
+    scenario::wait_pods_status(&inline_grant, "team-b", 200, Duration::from_secs(30)).await;
     assert_eq!(scenario::list_pods_status(&inline_grant, "team-a").await, 403);
     Api::<AccessRequest>::namespaced(admin.clone(), "agents")
         .patch("inline", &PatchParams::default(), &Patch::Merge(json!({"spec": {"revoke": true}})))
@@ -192,7 +192,7 @@ async fn chart_installs_and_its_rbac_carries_the_whole_grant_lifecycle() {
     .expect("the grant may delegate");
     let child = scenario::wait_phase(&admin, "agents", "ci-build", Phase::Granted, t).await;
     let child_grant = cluster.client_with_token(&ci.mint(&child).await.expect("mint"));
-    scenario::wait_pods_status(&child_grant, "team-a", 200, Duration::from_secs(5)).await;
+    scenario::wait_pods_status(&child_grant, "team-a", 200, Duration::from_secs(30)).await;
     assert_eq!(scenario::list_pods_status(&child_grant, "team-b").await, 403);
     Api::<AccessRequest>::namespaced(admin.clone(), "agents").delete("orch", &DeleteParams::default()).await.unwrap();
     scenario::wait_pods_status(&child_grant, "team-a", 403, Duration::from_secs(5)).await;
@@ -201,7 +201,7 @@ async fn chart_installs_and_its_rbac_carries_the_whole_grant_lifecycle() {
     // By now the first grant has expired.
     scenario::sleep_until(scenario::expires_at(&read)).await;
     scenario::wait_pods_status(&read_grant, "team-a", 403, Duration::from_secs(5)).await;
-    scenario::wait_phase(&admin, "agents", "read", Phase::Expired, Duration::from_secs(5)).await;
+    scenario::wait_phase(&admin, "agents", "read", Phase::Expired, Duration::from_secs(30)).await;
 
     scenario::assert_nothing_managed(&admin).await;
     let refused: Vec<_> = operator

@@ -92,7 +92,7 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
     .expect("the grant identity may delegate");
     let ci_build = scenario::wait_phase(&w.admin, "agents", "ci-build", Phase::Granted, t).await;
     // Only the delegatee (CI's own ServiceAccount) may mint for the delegated grant.
-    assert!(w.orchestrator.mint(&ci_build).await.is_err(), "the delegator must not mint the delegatee's token");
+    assert!(w.orchestrator.mint_once(&ci_build).await.is_err(), "the delegator must not mint the delegatee's token");
     let ci_grant = w.cluster.client_with_token(&w.ci.mint(&ci_build).await.unwrap());
 
     // Hop 2: CI delegates read-only pods in team-a to the scanner.
@@ -111,7 +111,7 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
 
     // Each token works within and only within its own scope.
     for (who, client) in [("orchestrator", &orch_grant), ("ci", &ci_grant), ("scanner", &scan_grant)] {
-        scenario::wait_pods_status(client, "team-a", 200, Duration::from_secs(5)).await;
+        scenario::wait_pods_status(client, "team-a", 200, Duration::from_secs(30)).await;
         assert_eq!(scenario::list_pods_status(client, "team-c").await, 403, "{who} outside its namespaces");
     }
     assert_eq!(scenario::list_pods_status(&orch_grant, "team-b").await, 200);
@@ -220,13 +220,30 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
     );
     let slowest = [a, b, c].into_iter().max().unwrap() - revoked;
     eprintln!("measure: revoke root → every grant in a 3-grant tree forbidden in {slowest:?}");
-    assert!(slowest < Duration::from_secs(1), "tree revocation took {slowest:?}");
+    // Within 2 s: the documented bound (README), which revoke shares with expiry.
+    assert!(slowest < Duration::from_secs(2), "tree revocation took {slowest:?}");
     for name in ["ci-build", "scan"] {
-        let r = scenario::wait_phase(&w.admin, "agents", name, Phase::Revoked, Duration::from_secs(5)).await;
+        let r = scenario::wait_phase(&w.admin, "agents", name, Phase::Revoked, Duration::from_secs(30)).await;
         let c = r.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Revoked").unwrap();
         assert_eq!(c.reason, "ParentRevoked", "{name}");
     }
-    // A revoked parent cannot delegate: its identity lost the right to ask at once.
+    // A revoked parent cannot delegate: its identity lost the right to ask. The
+    // API server's authorizer learns of deleted bindings from its own watch:
+    // wait until it says no (or the identity is gone), then ask.
+    let refused = support::eventually(Duration::from_secs(10), || async {
+        let review: k8s_openapi::api::authorization::v1::SelfSubjectAccessReview = serde_json::from_value(json!({
+            "spec": {"resourceAttributes": {"namespace": "agents", "verb": "create",
+                                            "group": "kubejit.io", "resource": "accessrequests"}}}))
+        .unwrap();
+        let api = Api::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>::all(ci_grant.clone());
+        match api.create(&PostParams::default(), &review).await {
+            Ok(r) => !r.status.unwrap().allowed,
+            Err(kube::Error::Api(s)) => s.code == 401,
+            Err(e) => panic!("SelfSubjectAccessReview: {e}"),
+        }
+    })
+    .await;
+    assert!(refused, "CI's grant identity may still create AccessRequests long after the revoke");
     let late = scenario::request_as(
         &ci_grant,
         &scenario::grant_user(&ci_build),
@@ -251,10 +268,10 @@ async fn suspending_an_identity_revokes_its_grants_and_standing_privilege_is_fla
         .await;
     let orch = scenario::wait_phase(&w.admin, "agents", "orch", Phase::Granted, Duration::from_secs(20)).await;
     let grant = w.cluster.client_with_token(&w.orchestrator.mint(&orch).await.unwrap());
-    scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(5)).await;
+    scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(30)).await;
 
     let agents: Api<AgentIdentity> = Api::namespaced(w.admin.clone(), "agents");
-    let live = support::eventually(Duration::from_secs(10), || async {
+    let live = support::eventually(Duration::from_secs(30), || async {
         agents.get("orchestrator").await.unwrap().status.is_some_and(|s| s.live_grants == 1)
     })
     .await;
@@ -268,10 +285,12 @@ async fn suspending_an_identity_revokes_its_grants_and_standing_privilege_is_fla
         .patch("orchestrator", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspended": true}})))
         .await
         .unwrap();
-    scenario::wait_pods_status(&grant, "team-a", 403, Duration::from_secs(5)).await;
-    eprintln!("measure: suspend → 403 {:?}", suspended.elapsed());
-    assert!(suspended.elapsed() < Duration::from_secs(1));
-    let r = scenario::wait_phase(&w.admin, "agents", "orch", Phase::Revoked, Duration::from_secs(5)).await;
+    let forbidden = scenario::wait_pods_status(&grant, "team-a", 403, Duration::from_secs(5)).await;
+    let lag = forbidden - suspended;
+    eprintln!("measure: suspend → 403 {lag:?}");
+    // Within 2 s: the documented bound (README), which revocation on suspension shares with expiry.
+    assert!(lag < Duration::from_secs(2), "suspension took {lag:?} to revoke");
+    let r = scenario::wait_phase(&w.admin, "agents", "orch", Phase::Revoked, Duration::from_secs(30)).await;
     assert_eq!(
         r.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Revoked").unwrap().reason,
         "AgentSuspended"
@@ -299,7 +318,7 @@ async fn suspending_an_identity_revokes_its_grants_and_standing_privilege_is_fla
         "--serviceaccount",
         "agents:scanner",
     ]);
-    let flagged = support::eventually(Duration::from_secs(10), || async {
+    let flagged = support::eventually(Duration::from_secs(30), || async {
         agents.get("scanner").await.unwrap().status.is_some_and(|s| {
             s.conditions.iter().any(|c| {
                 c.type_ == "StandingPrivilege" && c.status == "True" && c.message.contains("team-c/legacy-scanner")
@@ -334,7 +353,7 @@ async fn an_identity_over_its_request_cap_is_denied_flagged_and_suspended() {
     assert!(reason.starts_with("RateLimited") && reason.contains("2 requests in the last 10m"), "{reason}");
 
     let agents: Api<AgentIdentity> = Api::namespaced(w.admin.clone(), "agents");
-    let suspended = support::eventually(Duration::from_secs(10), || async {
+    let suspended = support::eventually(Duration::from_secs(30), || async {
         let a = agents.get("ci").await.unwrap();
         a.spec.suspended
             && a.status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "RateLimited" && c.status == "True"))
@@ -343,7 +362,7 @@ async fn an_identity_over_its_request_cap_is_denied_flagged_and_suspended() {
     assert!(suspended, "not flagged and suspended: {:?}", agents.get("ci").await.unwrap());
     // Suspension ends the grants it already held.
     for name in ["first", "second"] {
-        let r = scenario::wait_phase(&w.admin, "agents", name, Phase::Revoked, Duration::from_secs(10)).await;
+        let r = scenario::wait_phase(&w.admin, "agents", name, Phase::Revoked, Duration::from_secs(30)).await;
         assert_eq!(
             r.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Revoked").unwrap().reason,
             "AgentSuspended"

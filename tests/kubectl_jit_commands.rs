@@ -92,12 +92,17 @@ async fn request_get_whoami_explain_approve_deny_describe_revoke() {
     ));
     let grant_kc = cluster.dir.join("grant.kubeconfig");
     std::fs::write(&grant_kc, &grant_kc_text).unwrap();
-    let pods = Command::new(support::kubectl_path())
-        .args(["get", "pods", "-n", "team-a"])
-        .env("KUBECONFIG", &grant_kc)
-        .output()
-        .unwrap();
-    assert!(pods.status.success(), "the grant kubeconfig does not work: {}", String::from_utf8_lossy(&pods.stderr));
+    let get_pods = || {
+        Command::new(support::kubectl_path())
+            .args(["get", "pods", "-n", "team-a"])
+            .env("KUBECONFIG", &grant_kc)
+            .output()
+            .unwrap()
+    };
+    // The grant's RoleBinding reaches the API server's authorizer (its own
+    // watch) a moment after the request says Granted.
+    let works = support::eventually(Duration::from_secs(30), || async { get_pods().status.success() }).await;
+    assert!(works, "the grant kubeconfig does not work: {}", String::from_utf8_lossy(&get_pods().stderr));
 
     // get: a table that reads at a glance; -o json for machines.
     let table = ok(jit(&bot_kc, &["get"]));
@@ -120,14 +125,14 @@ async fn request_get_whoami_explain_approve_deny_describe_revoke() {
         &bot_kc,
         &["request", "write-pods", "--cluster-role", "edit", "-n", "team-a", "--for", "2m", "--purpose", "deploy"],
     ));
-    scenario::wait_phase(&admin, "agents", "write-pods", Phase::Pending, Duration::from_secs(10)).await;
+    scenario::wait_phase(&admin, "agents", "write-pods", Phase::Pending, Duration::from_secs(30)).await;
     let why = ok(jit(&bot_kc, &["explain", "write-pods"]));
     assert!(why.contains("AwaitingApproval") && why.contains("0/1 approvals under policy write"), "{why}");
     assert!(why.contains("denies  read: ClusterRole edit is not grantable under it"), "{why}");
     let self_approval = ok(jit(&bot_kc, &["approve", "write-pods", "--reason", "me"]));
     assert!(self_approval.contains("approve write-pods"), "{self_approval}");
     ok(jit(&approver_kc, &["approve", "write-pods", "-n", "agents", "--reason", "CHG-7"]));
-    scenario::wait_phase(&admin, "agents", "write-pods", Phase::Granted, Duration::from_secs(10)).await;
+    scenario::wait_phase(&admin, "agents", "write-pods", Phase::Granted, Duration::from_secs(30)).await;
     let described = ok(jit(&bot_kc, &["describe", "write-pods"]));
     for expected in [
         "Matched policy: write",
@@ -144,20 +149,20 @@ async fn request_get_whoami_explain_approve_deny_describe_revoke() {
         &bot_kc,
         &["request", "write-again", "--cluster-role", "edit", "-n", "team-a", "--for", "1m", "--purpose", "again"],
     ));
-    scenario::wait_phase(&admin, "agents", "write-again", Phase::Pending, Duration::from_secs(10)).await;
+    scenario::wait_phase(&admin, "agents", "write-again", Phase::Pending, Duration::from_secs(30)).await;
     let no_reason = jit(&approver_kc, &["deny", "write-again", "-n", "agents"]);
     assert_eq!(no_reason.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_reason.stderr).contains("deny needs --reason"));
     ok(jit(&approver_kc, &["deny", "write-again", "-n", "agents", "--reason", "freeze"]));
-    scenario::wait_phase(&admin, "agents", "write-again", Phase::Denied, Duration::from_secs(10)).await;
+    scenario::wait_phase(&admin, "agents", "write-again", Phase::Denied, Duration::from_secs(30)).await;
     let late = jit(&approver_kc, &["approve", "write-again", "-n", "agents"]);
     assert!(!late.status.success() && String::from_utf8_lossy(&late.stderr).contains("already ended Denied"));
 
     // revoke ends grants.
     ok(jit(&bot_kc, &["revoke", "read-pods"]));
     ok(jit(&bot_kc, &["revoke", "write-pods"]));
-    scenario::wait_phase(&admin, "agents", "read-pods", Phase::Revoked, Duration::from_secs(10)).await;
-    scenario::wait_phase(&admin, "agents", "write-pods", Phase::Revoked, Duration::from_secs(10)).await;
+    scenario::wait_phase(&admin, "agents", "read-pods", Phase::Revoked, Duration::from_secs(30)).await;
+    scenario::wait_phase(&admin, "agents", "write-pods", Phase::Revoked, Duration::from_secs(30)).await;
     let refused = jit(
         &bot_kc,
         &["request", "--cluster-role", "admin", "-n", "team-a", "--for", "1m", "--purpose", "x", "--wait"],
@@ -206,7 +211,7 @@ async fn extend_moves_the_expiry_only_as_far_as_the_policy_allows() {
     };
 
     ok(jit(&bot_kc, &ask("short", "team-a", "20s")));
-    let granted = scenario::wait_phase(&admin, "agents", "short", Phase::Granted, Duration::from_secs(10)).await;
+    let granted = scenario::wait_phase(&admin, "agents", "short", Phase::Granted, Duration::from_secs(30)).await;
     let first_expiry = scenario::expires_at(&granted);
     let token = bot.mint(&granted).await.unwrap();
     let grant_client = cluster.client_with_token(&token);
@@ -264,14 +269,14 @@ async fn extend_moves_the_expiry_only_as_far_as_the_policy_allows() {
     scenario::wait_pods_status(&grant_client, "team-a", 403, Duration::from_secs(5)).await;
     let lag = jiff::Timestamp::now().duration_since(new_expiry);
     println!("extended grant: new expiresAt -> 403 in {} ms", lag.as_millis());
-    scenario::wait_phase(&admin, "agents", "short", Phase::Expired, Duration::from_secs(5)).await;
+    scenario::wait_phase(&admin, "agents", "short", Phase::Expired, Duration::from_secs(30)).await;
 
     // An ended grant cannot be extended.
     let late = jit(&bot_kc, &["extend", "short", "--by", "10s"]);
     assert_eq!(late.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&late.stderr).contains("only a live grant can be extended"), "{late:?}");
     ok(jit(&bot_kc, &["revoke", "fixed-one"]));
-    scenario::wait_phase(&admin, "agents", "fixed-one", Phase::Revoked, Duration::from_secs(10)).await;
+    scenario::wait_phase(&admin, "agents", "fixed-one", Phase::Revoked, Duration::from_secs(30)).await;
     assert_eq!(scenario::managed_objects(&admin).await, Vec::<String>::new());
     drop(operator);
 }

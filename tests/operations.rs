@@ -26,20 +26,27 @@ async fn metrics_and_health_after_a_grant_a_denial_and_an_expiry() {
     let metrics = || http_get(port, "/metrics").1;
     assert_eq!(metric(&metrics(), "kube_jit_leader"), Some(1.0), "without --leader-elect it always acts");
 
-    agent.request("short", view_request("3s")).await;
+    agent.request("short", view_request("10s")).await;
     let mut elsewhere = view_request("5m");
     elsewhere["namespaces"] = json!(["team-b"]);
     agent.request("elsewhere", elsewhere).await;
     scenario::wait_phase(&admin, "agents", "short", Phase::Granted, Duration::from_secs(20)).await;
-    scenario::wait_phase(&admin, "agents", "elsewhere", Phase::Denied, Duration::from_secs(10)).await;
-    let text = metrics();
-    assert_eq!(metric(&text, "kube_jit_live_grants"), Some(1.0), "{text}");
-    scenario::wait_phase(&admin, "agents", "short", Phase::Expired, Duration::from_secs(10)).await;
-    // The operator counts an ending right after writing it: the phase can be
-    // seen a moment before the counter moves.
+    // The gauge counts Granted requests in the operator's cache, which sees its
+    // own status write a moment after the API server does.
+    let live = "kube_jit_live_grants";
+    let one = support::eventually(Duration::from_secs(10), || async { metric(&metrics(), live) == Some(1.0) }).await;
+    assert!(one, "{live} never read 1:\n{}", metrics());
+    scenario::wait_phase(&admin, "agents", "elsewhere", Phase::Denied, Duration::from_secs(30)).await;
+    scenario::wait_phase(&admin, "agents", "short", Phase::Expired, Duration::from_secs(30)).await;
+    // The operator counts an ending right after writing it, and its cache sees
+    // the write a moment later: the phase can be seen before the metrics move.
     let expired = r#"kube_jit_requests_total{outcome="expired",reason="Expired"}"#;
-    let counted = support::eventually(Duration::from_secs(5), || async { metric(&metrics(), expired).is_some() }).await;
-    assert!(counted, "{expired} never appeared:\n{}", metrics());
+    let counted = support::eventually(Duration::from_secs(30), || async {
+        let text = metrics();
+        metric(&text, expired).is_some() && metric(&text, live) == Some(0.0)
+    })
+    .await;
+    assert!(counted, "{expired} never appeared or {live} never read 0:\n{}", metrics());
 
     let text = metrics();
     eprintln!("{text}");
@@ -50,12 +57,14 @@ async fn metrics_and_health_after_a_grant_a_denial_and_an_expiry() {
     assert_eq!(value("kube_jit_live_grants"), 0.0);
     assert_eq!(value("kube_jit_grant_latency_seconds_count"), 1.0);
     // Creation timestamps have whole seconds: up to 1 s of latency is rounding.
+    // No promise bounds it on a just-started operator: 10 s only catches nonsense.
     let latency = value("kube_jit_grant_latency_seconds_sum");
-    assert!((0.0..3.0).contains(&latency), "grant latency {latency}");
+    assert!((0.0..10.0).contains(&latency), "grant latency {latency}");
     assert_eq!(value("kube_jit_revocation_lag_seconds_count"), 1.0);
+    // Within 2 s: the documented bound on authorization past expiry (README).
     let lag = value("kube_jit_revocation_lag_seconds_sum");
-    assert!((0.0..1.0).contains(&lag), "revocation lag {lag}");
-    assert_eq!(value(r#"kube_jit_revocation_lag_seconds_bucket{le="1.0"}"#), 1.0);
+    assert!((0.0..2.0).contains(&lag), "revocation lag {lag}");
+    assert_eq!(value(r#"kube_jit_revocation_lag_seconds_bucket{le="2.0"}"#), 1.0);
     assert!(metric(&text, r#"kube_jit_reconcile_errors_total{kind="AccessRequest"}"#).is_some(), "{text}");
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
     assert_eq!(http_get(port, "/readyz").0, 200);
@@ -79,7 +88,7 @@ async fn uninstall_revokes_every_grant_and_leaves_nothing_behind() {
     let minted = scenario::wait_phase(&admin, "agents", "minted", Phase::Granted, Duration::from_secs(20)).await;
     let secret_grant =
         scenario::wait_phase(&admin, "agents", "with-secret", Phase::Granted, Duration::from_secs(20)).await;
-    scenario::wait_phase(&admin, "agents", "denied", Phase::Denied, Duration::from_secs(10)).await;
+    scenario::wait_phase(&admin, "agents", "denied", Phase::Denied, Duration::from_secs(30)).await;
     let minted_client = cluster.client_with_token(&agent.mint(&minted).await.unwrap());
     let secret_name =
         secret_grant.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap().name;
@@ -87,7 +96,7 @@ async fn uninstall_revokes_every_grant_and_leaves_nothing_behind() {
         Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), "agents").get(&secret_name).await.unwrap();
     let secret_client = cluster.client_with_token(&String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap());
     for client in [&minted_client, &secret_client] {
-        scenario::wait_pods_status(client, "team-a", 200, Duration::from_secs(5)).await;
+        scenario::wait_pods_status(client, "team-a", 200, Duration::from_secs(30)).await;
     }
 
     // Run while the operator still runs, as a Helm pre-delete hook would.
@@ -97,9 +106,14 @@ async fn uninstall_revokes_every_grant_and_leaves_nothing_behind() {
     assert!(out.status.success(), "uninstall failed");
     assert!(stdout.contains("grants revoked: 2"), "{stdout}");
 
+    // The API server's authorizer learns of the deleted bindings from its own watch.
     for client in [&minted_client, &secret_client] {
+        let ended = support::eventually(Duration::from_secs(10), || async {
+            matches!(scenario::list_pods_status(client, "team-a").await, 403 | 401)
+        })
+        .await;
         let code = scenario::list_pods_status(client, "team-a").await;
-        assert!(code == 403 || code == 401, "a grant token still works after uninstall: {code}");
+        assert!(ended, "a grant token still works after uninstall: {code}");
     }
     let requests = Api::<AccessRequest>::all(admin.clone()).list(&ListParams::default()).await.unwrap().items;
     for r in &requests {
@@ -116,7 +130,7 @@ async fn uninstall_revokes_every_grant_and_leaves_nothing_behind() {
         // The audit line comes from the uninstall run itself.
         assert!(String::from_utf8_lossy(&out.stderr).contains(&grant_id), "no audit line for grant {grant_id}");
     }
-    assert!(scenario::managed_objects(&admin).await.is_empty(), "{:?}", scenario::managed_objects(&admin).await);
+    scenario::assert_nothing_managed(&admin).await;
     // The operator, still running, does not put the finalizers back.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let requests = Api::<AccessRequest>::all(admin.clone()).list(&ListParams::default()).await.unwrap().items;

@@ -52,9 +52,17 @@ pub async fn burst(w: &World, board: &Board, n: usize) -> anyhow::Result<Value> 
     let all_revoked = revoke_start.elapsed();
     let cpu = measure::cpu_seconds(pid) - cpu0;
     // Leaks: whatever is still managed once the revocations are recorded
-    // (every request is Revoked, so nothing should be).
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let leaked = managed_objects(&w.admin).await?;
+    // (every request is Revoked, so nothing should be). The operator deletes
+    // before it records, so this is normally empty at once; polled for up to
+    // 5 s only, as the periodic sweep (every 30 s) would delete, and hide, a leak.
+    let settling = Instant::now();
+    let leaked = loop {
+        let left = managed_objects(&w.admin).await?;
+        if left.is_empty() || settling.elapsed() > Duration::from_secs(5) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let calls = measure::calls_since(&w.audit_log(), position, &[OPERATOR_USER]);
     let operator_calls = breakdown(&calls, OPERATOR_USER);
     clean_slate(w, Duration::from_secs(300)).await?;

@@ -113,6 +113,9 @@ pub struct Ended {
     pub unauthenticated: Option<Duration>,
     /// Whether the token worked at all before the first 403 (else the probe proves nothing).
     pub worked_before: bool,
+    /// Whether an answer (200, 403 or 401) came back over 50 ms before `due`; if
+    /// none did, the grant may have ended before probing could tell whether it worked.
+    pub answered_before_due: bool,
 }
 
 /// How often probes call: `until_403`, then `until_401` (zero: stop at the
@@ -137,6 +140,11 @@ pub async fn probe(client: Client, due: Instant, cadence: Cadence, limit: Durati
         let code = in_scope_status(&client).await;
         let now = Instant::now();
         let since = now.saturating_duration_since(due);
+        // A revocation may land a few ms early (wall-clock expiry on a
+        // monotonic timer): only an answer clear of that margin is before `due`.
+        if now + Duration::from_millis(50) < due && matches!(code, 200 | 403 | 401) {
+            ended.answered_before_due = true;
+        }
         match code {
             200 if ended.forbidden.is_none() => ended.worked_before = true,
             403 | 401 if ended.forbidden.is_none() => ended.forbidden = Some(since),

@@ -31,8 +31,11 @@ pub struct Lags {
     /// Grants whose probe saw no 403 in time (counted, not hidden).
     pub never_forbidden: usize,
     pub never_unauthenticated: usize,
-    /// Grants whose token did not work right before expiry (probe start too late).
+    /// Grants whose token was refused before expiry.
     pub not_working_before: usize,
+    /// Grants whose probe had no answer back before expiry (started too late
+    /// to tell whether the token worked): counted, not hidden.
+    pub expired_before_probing: usize,
 }
 
 impl Lags {
@@ -45,7 +48,9 @@ impl Lags {
             Some(d) => self.unauthenticated.push(ms(d)),
             None => self.never_unauthenticated += 1,
         }
-        if !ended.worked_before {
+        if !ended.answered_before_due {
+            self.expired_before_probing += 1;
+        } else if !ended.worked_before {
             self.not_working_before += 1;
         }
     }
@@ -59,6 +64,7 @@ impl Lags {
             "to_binding_deleted_from_own_expiry": Summary::of(&self.binding_deleted_from_own_expiry).json(),
             "never_403": self.never_forbidden, "never_401": self.never_unauthenticated,
             "not_working_just_before_expiry": self.not_working_before,
+            "expired_before_probing": self.expired_before_probing,
             "to_403_samples_ms": self.forbidden, "to_binding_deleted_samples_ms": self.binding_deleted,
         })
     }
@@ -75,8 +81,6 @@ pub struct Round {
     pub in_target_second: f64,
     /// Each operator grant's expiresAt less the start of the target second, ms.
     pub expiry_offsets: Vec<f64>,
-    /// Operator grants already expired when probing started.
-    pub expired_before_probing: usize,
 }
 
 impl Round {
@@ -88,7 +92,7 @@ impl Round {
             "operator_expiry_spread_p1_p99_ms": measure::round(self.expiry_spread_ms),
             "operator_expiries_in_target_second": measure::round(self.in_target_second),
             "operator_expiry_offsets_ms": self.expiry_offsets,
-            "operator_expired_before_probing": self.expired_before_probing,
+            "operator_expired_before_probing": self.operator.expired_before_probing,
             "operator": self.operator.json(), "floor": self.floor.json(),
         })
     }
@@ -184,8 +188,8 @@ pub async fn round(
         let neg: Vec<f64> = offsets.iter().map(|o| -o).collect();
         -Summary::of(&neg).p99
     };
-    // Grants already past expiry when probing starts would overstate their lag: counted, not hidden.
-    let late = held.iter().filter(|h| Timestamp::now() >= expires_at(&h.request)).count();
+    // Grants already past expiry when probing starts would overstate their lag:
+    // counted (Lags::expired_before_probing), not hidden.
     let probes: Vec<_> = held
         .iter()
         .enumerate()
@@ -223,7 +227,6 @@ pub async fn round(
         expiry_spread_ms: spread.p99 - p1,
         in_target_second,
         expiry_offsets: offsets,
-        expired_before_probing: late,
     })
 }
 

@@ -322,13 +322,15 @@ impl Drop for TestNamespace {
     }
 }
 
-/// A DNS-1123 name unique to this process and call.
+/// A DNS-1123 name unique to this process and call: the prefix and at most
+/// 29 more characters (pid and sub-second nanos in hex, a counter), each part
+/// separated so that two different triples never spell the same name.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}-{:x}{:x}{n}", std::process::id(), nanos % 0xffff)
+    format!("{prefix}-{:x}-{nanos:x}-{n}", std::process::id())
 }
 
 /// Creates a ServiceAccount and mints a token for it with TokenRequest.

@@ -131,7 +131,7 @@ impl Operator {
 
     /// Waits until the operator has logged that start-up revocation finished.
     pub async fn wait_started(&self) {
-        let ok = super::eventually(Duration::from_secs(30), || async {
+        let ok = super::eventually(Duration::from_secs(60), || async {
             self.log_lines().iter().any(|l| l["message"] == "start-up revocation done")
         })
         .await;

@@ -101,20 +101,49 @@ impl Agent {
             .expect("create AccessRequest as the agent")
     }
 
-    /// Mints a token for the grant's ServiceAccount, as this agent.
+    /// Mints a token for the grant's ServiceAccount, as this agent (see [`mint_as`]).
     pub async fn mint(&self, request: &AccessRequest) -> Result<String, kube::Error> {
-        let sa = request
-            .status
-            .as_ref()
-            .and_then(|s| s.grant.as_ref())
-            .and_then(|g| g.service_account.clone())
-            .expect("grant SA");
-        let tr: TokenRequest = serde_json::from_value(json!({"spec": {"expirationSeconds": 600}})).unwrap();
-        let minted = Api::<ServiceAccount>::namespaced(self.client.clone(), &sa.namespace)
-            .create_token_request(&sa.name, &PostParams::default(), &tr)
-            .await?;
-        Ok(minted.status.and_then(|s| s.token).expect("token"))
+        mint_as(&self.client, request).await
     }
+
+    /// One attempt at minting, no retry: for asserting that minting is refused.
+    pub async fn mint_once(&self, request: &AccessRequest) -> Result<String, kube::Error> {
+        mint_attempt(&self.client, request).await
+    }
+}
+
+/// How long [`mint_as`] retries a 403 right after a grant.
+const MINT_AUTHORIZATION_GRACE: Duration = Duration::from_secs(10);
+
+/// Mints a token for the grant's ServiceAccount as `client` (the requester).
+/// The RoleBinding that lets the requester mint exists before the request says
+/// Granted, but the API server's authorizer learns of it from its own watch a
+/// moment later (as `kube_jit::client::mint_grant_token` knows): a 403 is
+/// retried for up to 10 s.
+pub async fn mint_as(client: &Client, request: &AccessRequest) -> Result<String, kube::Error> {
+    let deadline = Instant::now() + MINT_AUTHORIZATION_GRACE;
+    loop {
+        match mint_attempt(client, request).await {
+            Err(kube::Error::Api(s)) if s.code == 403 && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn mint_attempt(client: &Client, request: &AccessRequest) -> Result<String, kube::Error> {
+    let sa = request
+        .status
+        .as_ref()
+        .and_then(|s| s.grant.as_ref())
+        .and_then(|g| g.service_account.clone())
+        .expect("grant SA");
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"expirationSeconds": 600}})).unwrap();
+    let minted = Api::<ServiceAccount>::namespaced(client.clone(), &sa.namespace)
+        .create_token_request(&sa.name, &PostParams::default(), &tr)
+        .await?;
+    Ok(minted.status.and_then(|s| s.token).expect("token"))
 }
 
 /// Registers the ServiceAccount `namespace/name` as an AI agent (AgentIdentity of the same name).
@@ -223,9 +252,9 @@ pub async fn managed_objects(admin: &Client) -> Vec<String> {
     found
 }
 
-/// Waits (up to 10 s) until no object labelled as managed by kube-jit remains.
+/// Waits (up to 30 s) until no object labelled as managed by kube-jit remains.
 pub async fn assert_nothing_managed(admin: &Client) {
-    let ok = super::eventually(Duration::from_secs(10), || async { managed_objects(admin).await.is_empty() }).await;
+    let ok = super::eventually(Duration::from_secs(30), || async { managed_objects(admin).await.is_empty() }).await;
     assert!(ok, "managed objects left behind: {:?}", managed_objects(admin).await);
 }
 
