@@ -21,6 +21,40 @@ fn resource_version(request: &AccessRequest) -> Option<u64> {
     request.metadata.resource_version.as_deref()?.parse().ok()
 }
 
+/// Audit lines held back for status writes whose answer never came, by
+/// request uid. They outlive a term as leader: a term cut short (lease lost)
+/// leaves them to [`settle_held_lines`] and to the process's next term.
+pub type HeldLines = std::sync::Arc<std::sync::Mutex<BTreeMap<String, AuditLine>>>;
+
+/// Reads each request behind a held line once and writes the lines whose write
+/// committed after all; drops those whose write surely did not (whoever acts
+/// next redoes that transition and writes its line). Lines whose request
+/// cannot be read stay held. Read-only, so a replica that lost its lease may
+/// run it; returns how many lines it wrote.
+pub async fn settle_held_lines(client: &Client, held: &HeldLines) -> usize {
+    let lines: Vec<(String, AuditLine)> =
+        std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect();
+    let mut written = 0;
+    for (uid, line) in lines {
+        let (ns, name) = (line.recorded.namespace().unwrap_or_default(), line.recorded.name_any());
+        match kube::Api::<AccessRequest>::namespaced(client.clone(), &ns).get_opt(&name).await {
+            Ok(Some(copy)) if copy.uid().as_deref() == Some(uid.as_str()) => {
+                if line.committed_in(&copy) {
+                    line.record();
+                    written += 1;
+                }
+            }
+            // Gone, or another request of that name: nothing shows the write.
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(request = %name, namespace = %ns, error = %e, "could not read a request to settle its audit line; kept");
+                held.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, line);
+            }
+        }
+    }
+    written
+}
+
 /// The audit line of a status write: written once the write is known to have
 /// committed, at once when it answered, later (see [`Context::hold_line`]) when
 /// it failed without an answer.
@@ -77,9 +111,14 @@ impl AuditLine {
 }
 
 /// Whether a failed write may still have been applied: the request reached
-/// the API server, or may have, but no answer came back.
+/// the API server, or may have, but no answer came back; or the answer was a
+/// 504 (the API server timed out waiting for etcd, which may still commit).
 fn outcome_unknown(error: &crate::Error) -> bool {
-    matches!(error, crate::Error::Kube(e) if !matches!(e, kube::Error::Api(_)))
+    match error {
+        crate::Error::Kube(kube::Error::Api(status)) => status.code == 504,
+        crate::Error::Kube(_) => true,
+        _ => false,
+    }
 }
 
 /// How a cached copy at `cached` stands to this process's write `w`.
@@ -130,8 +169,8 @@ pub struct Context {
     conflicts: std::sync::Mutex<BTreeMap<String, u32>>,
     /// Audit lines of status writes whose outcome this process does not know
     /// (the connection failed after sending): written once a copy shows the
-    /// write committed. Request uid → the line.
-    unaudited: std::sync::Mutex<BTreeMap<String, AuditLine>>,
+    /// write committed. Shared with the process's later terms.
+    unaudited: HeldLines,
     /// Metadata caches of the objects kube-jit made (while the controllers run).
     pub managed: Option<super::managed::ManagedObjects>,
 }
@@ -169,9 +208,15 @@ impl Context {
             pending: std::sync::Mutex::new(BTreeMap::new()),
             written: std::sync::Mutex::new(BTreeMap::new()),
             conflicts: std::sync::Mutex::new(BTreeMap::new()),
-            unaudited: std::sync::Mutex::new(BTreeMap::new()),
+            unaudited: HeldLines::default(),
             managed: None,
         }
+    }
+
+    /// The same context, holding back audit lines in `held` (shared across terms).
+    pub fn with_held_lines(mut self, held: HeldLines) -> Context {
+        self.unaudited = held;
+        self
     }
 
     /// The same context, checking grant objects against `managed`.
@@ -400,9 +445,11 @@ mod tests {
     }
 
     #[test]
-    fn only_errors_without_an_answer_leave_a_write_unknown() {
-        let api = kube::Error::Api(kube::core::Status::failure("conflict", "Conflict").with_code(409).boxed());
-        assert!(!outcome_unknown(&crate::Error::Kube(api)));
+    fn only_errors_without_a_final_answer_leave_a_write_unknown() {
+        let answered = |code| kube::Error::Api(kube::core::Status::failure("x", "X").with_code(code).boxed());
+        for (code, unknown) in [(409, false), (429, false), (403, false), (500, false), (504, true)] {
+            assert_eq!(outcome_unknown(&crate::Error::Kube(answered(code))), unknown, "{code}");
+        }
         let lost = kube::Error::Service("connection reset".into());
         assert!(outcome_unknown(&crate::Error::Kube(lost)));
     }

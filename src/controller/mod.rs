@@ -275,6 +275,8 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         }
         None => (None, Some(acting_tx)),
     };
+    // Audit lines of writes whose answer was lost, kept across terms.
+    let held = context::HeldLines::default();
     let mut outcome = Ok(());
     loop {
         tokio::select! {
@@ -282,7 +284,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
             led = acting.wait_for(|a| *a) => if led.is_err() { break },
         }
         tracing::info!("leading: acting");
-        let mut term = tokio::spawn(act(client.clone(), caches.clone(), settings.clone(), stop.clone()));
+        let mut term = tokio::spawn(act(client.clone(), caches.clone(), settings.clone(), stop.clone(), held.clone()));
         let lost = tokio::select! {
             _ = acting.wait_for(|a| !*a) => true,
             ended = &mut term => {
@@ -296,6 +298,13 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
             let _ = term.await;
             crate::metrics::global().set_leader(None);
             tracing::warn!("lost the lease: stopped acting, waiting to lead again");
+            // Lines of writes that committed unanswered would otherwise wait
+            // for this replica to lead again, which may never happen.
+            // Bounded: a replica cut off from the API server must be ready to lead again.
+            let settling = tokio::time::timeout(Duration::from_secs(5), context::settle_held_lines(&client, &held));
+            if let Ok(settled @ 1..) = settling.await {
+                tracing::info!(settled, "wrote the audit lines of writes that committed without an answer");
+            }
         }
     }
     crate::metrics::global().set_leader(None);
@@ -313,7 +322,13 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
 
 /// One term as leader: revoke what expired while nobody acted, then run the
 /// controllers and the sweep until `stop` (graceful) or until aborted (lease lost).
-async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<BoxFuture<'static, ()>>) -> Result<()> {
+async fn act(
+    client: Client,
+    caches: Caches,
+    settings: Settings,
+    stop: Shared<BoxFuture<'static, ()>>,
+    held: context::HeldLines,
+) -> Result<()> {
     let requests_api = Api::<AccessRequest>::all(client.clone());
     let (reader, writer) = reflector::store();
     let requests =
@@ -323,7 +338,7 @@ async fn act(client: Client, caches: Caches, settings: Settings, stop: Shared<Bo
     let controller = Controller::for_stream(requests, reader);
     let (managed_objects, managed_changes) = managed::ManagedObjects::start(&client);
     let ctx = Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone());
-    let ctx = Arc::new(ctx.with_managed(managed_objects));
+    let ctx = Arc::new(ctx.with_managed(managed_objects).with_held_lines(held));
     crate::metrics::global().set_leader(Some(controller.store()));
     if let Err(why) = ctx.admission_ready() {
         tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
