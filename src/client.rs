@@ -129,7 +129,7 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
     let minted = loop {
         match api.create_token_request(&sa.name, &PostParams::default(), &token_request).await {
             Err(kube::Error::Api(s)) if s.code == 403 && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             other => break other?,
         }

@@ -28,8 +28,10 @@ use tower::retry::RetryLayer;
 pub const MAX_IN_FLIGHT: usize = 256;
 
 /// How a request answered 429 (too many requests), 503 or 504 is retried:
-/// at most 4 times, after about 50, 100, 200 and 400 ms (each with jitter,
-/// none over 1 s), so one request gives up within about 1.5 s.
+/// at most 4 times, after 50–150, 100–300, 200–600 and 400–1000 ms (kube's
+/// exponential backoff with jitter, capped at 1 s), so one request gives up
+/// within about 2 s. `Retry-After` is not waited for: the API server's 1 s
+/// would put revocations behind it.
 pub fn retry_policy() -> RetryPolicy {
     RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(1), 4, false)
         .expect("the minimum delay is below the maximum")
