@@ -39,6 +39,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use kube_jit::api::{AccessRequest, Phase};
+use kube_jit::controller::backoff;
 use serde_json::json;
 use support::Cluster;
 use support::operator::Operator;
@@ -121,12 +122,71 @@ enum Fate {
     Delete,
 }
 
-/// Times when no operator could act (killed, or the API server or etcd down):
-/// a grant expiring inside one is measured from its end.
+/// Times when no operator could act: no replica in a term of acting (killed,
+/// starting up, or between a lost lease and the next term), or the API server
+/// or etcd restarting. A grant expiring inside one is measured from its end.
 #[derive(Default)]
 struct Outages(Vec<(Timestamp, Timestamp)>);
 
+/// One operator process's term of acting: from its "start-up revocation done"
+/// to a kill, a lost lease (`cut`) or the end of the run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Term {
+    start: Timestamp,
+    end: Timestamp,
+    cut: bool,
+}
+
+/// The terms of one process, from its log lines and the times it was killed.
+fn terms_of(lines: &[serde_json::Value], kills: &[Timestamp], run_end: Timestamp) -> Vec<Term> {
+    let at = |l: &serde_json::Value| l["timestamp"].as_str().and_then(|t| t.parse::<Timestamp>().ok());
+    let mut marks: Vec<(Timestamp, bool)> = kills.iter().map(|k| (*k, false)).collect();
+    for l in lines {
+        let starts = l["message"] == "start-up revocation done";
+        if (starts || l["message"] == "lost the lease: stopped acting, waiting to lead again")
+            && let Some(t) = at(l)
+        {
+            marks.push((t, starts));
+        }
+    }
+    marks.sort();
+    let (mut terms, mut open) = (Vec::new(), None);
+    for (t, starts) in marks {
+        match (starts, open) {
+            (true, None) => open = Some(t),
+            (false, Some(start)) => {
+                terms.push(Term { start, end: t, cut: true });
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = open {
+        terms.push(Term { start, end: run_end, cut: false });
+    }
+    terms
+}
+
 impl Outages {
+    /// `restarts`, and every gap between the first term's start and `run_end`
+    /// that no term covers.
+    fn from(restarts: &[(Timestamp, Timestamp)], terms: &[Term], run_end: Timestamp) -> Outages {
+        let mut spans: Vec<_> = terms.iter().map(|t| (t.start, t.end)).collect();
+        spans.sort();
+        let mut outages = restarts.to_vec();
+        let Some(mut at) = spans.first().map(|s| s.0) else { return Outages(outages) };
+        for (start, end) in spans {
+            if start > at {
+                outages.push((at, start));
+            }
+            at = at.max(end);
+        }
+        if at < run_end {
+            outages.push((at, run_end));
+        }
+        Outages(outages)
+    }
+
     /// When an operator could act on something due at `t` and keep acting for
     /// the 2 s it is allowed: an outage starting inside those 2 s (a second
     /// kill just after a takeover) also counts, as the first one did.
@@ -140,11 +200,15 @@ impl Outages {
         at
     }
 
-    /// Whether one of `kills` came after `t` before an operator could act for
-    /// `bound` in one stretch: the process that acted at `t` may have died
-    /// before it could log what it did then.
-    fn killed_before_acting(&self, t: Timestamp, kills: &[Timestamp], bound: SignedDuration) -> bool {
-        kills.iter().any(|k| *k >= t && self.longest_window(t, *k) < bound)
+    /// Whether a term that may have made a transition stamped `t` (stamps
+    /// have whole seconds) was cut short before an operator could act for
+    /// `bound` in one stretch after `t`: that process may have died, or lost
+    /// its lease, before it could log the transition.
+    fn cut_before_acting(&self, t: Timestamp, terms: &[Term], bound: SignedDuration) -> bool {
+        let stamp_end = t + SignedDuration::from_secs(1);
+        terms
+            .iter()
+            .any(|term| term.cut && term.start < stamp_end && term.end >= t && self.longest_window(t, term.end) < bound)
     }
 
     /// For a request waiting from `asked` until its grant was made at `made`:
@@ -180,8 +244,6 @@ struct Outcome {
     expiries: Vec<(String, Timestamp, Timestamp)>,
     /// When each request was first seen `Granted` (to 25 ms), with its expiresAt.
     made: HashMap<String, (Timestamp, Timestamp)>,
-    /// Requests that ended before they were ever seen granted.
-    unmade: HashSet<String>,
     violations: Vec<String>,
 }
 
@@ -215,12 +277,9 @@ async fn follow(
         }
         match find() {
             Some(r) if r.status.as_ref().is_some_and(|s| s.phase == Phase::Granted) => break r,
-            Some(r) if r.status.as_ref().is_some_and(|s| s.phase.is_terminal()) => {
-                // Whether it could have been made in time is judged at the end,
-                // against the outages.
-                outcome.lock().unwrap().unmade.insert(name);
-                return;
-            }
+            // Ended before this watch showed it granted. Whether it was made,
+            // and whether it could have been, is judged at the end.
+            Some(r) if r.status.as_ref().is_some_and(|s| s.phase.is_terminal()) => return,
             _ => tokio::time::sleep(Duration::from_millis(25)).await,
         }
     };
@@ -238,7 +297,8 @@ async fn follow(
                 now + SignedDuration::from_nanos(expires_at.duration_since(now).as_nanos() as i64 / 2),
             )
             .await;
-            for _ in 0..100 {
+            // Until its expiry: the API server may be restarting.
+            while Timestamp::now() < expires_at {
                 let done = match fate {
                     Fate::Revoke => {
                         let p = Patch::Merge(json!({"spec": {"revoke": true}}));
@@ -296,11 +356,28 @@ impl Operators {
             .sum()
     }
 
-    /// The replica holding the Lease (its identity ends in `-<pid>` outside a cluster).
-    async fn leader(&self, admin: &Client) -> Option<usize> {
+    /// The replica holding the Lease (its identity ends in `-<pid>` outside a
+    /// cluster), waiting up to 60 s for the Lease to be readable and held by a
+    /// running replica; the only one when there is one.
+    async fn leader(&self, admin: &Client) -> usize {
+        if self.procs.len() == 1 {
+            return 0;
+        }
         let leases = Api::<Lease>::namespaced(admin.clone(), "kube-jit-system");
-        let holder = leases.get_opt("kube-jit").await.ok()??.spec?.holder_identity?;
-        self.procs.iter().position(|o| o.pid().is_some_and(|pid| holder.ends_with(&format!("-{pid}"))))
+        let start = std::time::Instant::now();
+        loop {
+            let holder = leases.get_opt("kube-jit").await.ok().flatten().and_then(|l| l.spec?.holder_identity);
+            let found = holder.and_then(|h| {
+                self.procs.iter().position(|o| o.pid().is_some_and(|pid| h.ends_with(&format!("-{pid}"))))
+            });
+            match found {
+                Some(i) => return i,
+                None if start.elapsed() < Duration::from_secs(60) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                None => panic!("no running replica held the Lease within 60 s"),
+            }
+        }
     }
 
     fn audit_lines(&self) -> Vec<serde_json::Value> {
@@ -333,14 +410,16 @@ async fn run(plan: Plan, apiserver_args: &str) {
     // Everything the invariants need, watched from the start.
     let requests: Api<AccessRequest> = Api::namespaced(admin.clone(), NS);
     let (store, writer) = reflector::store();
-    let watch = watcher(requests.clone(), watcher::Config::default()).default_backoff().reflect(writer);
+    // The operator's own steady watch backoff: kube's default (up to 30 s)
+    // would leave this view stale long after an API server restart.
+    let watch = watcher(requests.clone(), watcher::Config::default()).backoff(backoff::watches()).reflect(writer);
     tokio::spawn(watch.for_each(|_| async {}));
     store.wait_until_ready().await.unwrap();
     let identities: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
     let sas = Api::<ServiceAccount>::all(admin.clone());
     let seen = identities.clone();
     let sa_watch = watcher(sas, watcher::Config::default().labels(kube_jit::names::MANAGED_SELECTOR))
-        .default_backoff()
+        .backoff(backoff::watches())
         .applied_objects();
     tokio::spawn(sa_watch.for_each(move |sa| {
         if let Ok(sa) = sa {
@@ -351,7 +430,6 @@ async fn run(plan: Plan, apiserver_args: &str) {
     }));
 
     // The workload.
-    let outages = Arc::new(Mutex::new(Outages::default()));
     let outcome = Arc::new(Mutex::new(Outcome::default()));
     let cluster = Arc::new(cluster);
     let started = Timestamp::now();
@@ -413,7 +491,9 @@ async fn run(plan: Plan, apiserver_args: &str) {
     faults.extend((0..plan.etcd_restarts).map(|_| (rng.between(1000, run_secs * 1000), "etcd")));
     faults.sort();
     let mut counts = BTreeMap::<&str, usize>::new();
-    let (mut kill_times, mut fault_log) = (Vec::new(), Vec::new());
+    // API server and etcd restarts (down, ready); kills per replica.
+    let (mut restarts, mut fault_log) = (Vec::new(), Vec::new());
+    let mut kills: Vec<Vec<Timestamp>> = vec![Vec::new(); plan.replicas];
     // Each fault waits for its random moment, and for an operator to have acted
     // for a while since the last recovery: when recoveries run late, the
     // schedule would otherwise kill every new leader the instant it starts.
@@ -429,8 +509,9 @@ async fn run(plan: Plan, apiserver_args: &str) {
                 // With replicas, kill whichever leads: killing a standby
                 // tests nothing. The outage lasts until some replica acts again.
                 let pause = Duration::from_millis(rng.between(200, 3000));
-                let victim = operators.leader(&admin).await.unwrap_or(0);
+                let victim = operators.leader(&admin).await;
                 operators.procs[victim].kill();
+                kills[victim].push(Timestamp::now());
                 tokio::time::sleep(pause).await;
                 operators.procs[victim].restart();
                 let ok =
@@ -440,13 +521,10 @@ async fn run(plan: Plan, apiserver_args: &str) {
             component => {
                 let (cluster, what) = (cluster.clone(), format!("restart-{component}"));
                 tokio::task::spawn_blocking(move || cluster.run(&[&what])).await.unwrap();
+                restarts.push((down, Timestamp::now()));
             }
         }
         recovered = Timestamp::now();
-        outages.lock().unwrap().0.push((down, recovered));
-        if fault == "kill" {
-            kill_times.push(down);
-        }
         fault_log.push(format!("{fault} {down}"));
         *counts.entry(fault).or_default() += 1;
     }
@@ -465,9 +543,14 @@ async fn run(plan: Plan, apiserver_args: &str) {
     .await;
     let list = requests.list(&ListParams::default()).await.unwrap().items;
     let mut o = std::mem::take(&mut *outcome.lock().unwrap());
+    // When operators could act, from their own logs: a kill, a lost lease and
+    // a start-up all show there.
+    let run_end = Timestamp::now();
+    let terms: Vec<Term> =
+        operators.procs.iter().zip(&kills).flat_map(|(p, k)| terms_of(&p.log_lines(), k, run_end)).collect();
+    let outages = Outages::from(&restarts, &terms, run_end);
     // Revocation lag, measured from expiresAt or from the end of the outage
     // that covered it.
-    let outages = std::mem::take(&mut *outages.lock().unwrap());
     let mut lags_ms = Vec::new();
     for (name, expires_at, denied) in &o.expiries {
         let resumed = outages.resumed_after(*expires_at);
@@ -480,9 +563,10 @@ async fn run(plan: Plan, apiserver_args: &str) {
     if !settled {
         o.violations.push("not every request reached a terminal state within 120 s".into());
     }
-    // Liveness after recovery. A request counts as made when its `granted`
-    // audit line was written (µs timestamps), or, where a kill lost that line,
-    // when the watch first showed it Granted.
+    // Liveness after recovery. A request was made when its `granted` audit
+    // line was written (µs timestamps); where a kill lost that line, when this
+    // test's watch first showed it Granted; else when its status says it
+    // started (whole seconds; the watch may have missed a short-lived state).
     let audit = operators.audit_lines();
     let granted_logged: HashMap<String, Timestamp> = audit
         .iter()
@@ -493,6 +577,14 @@ async fn run(plan: Plan, apiserver_args: &str) {
         })
         .collect();
     let asked = std::mem::take(&mut *asked.lock().unwrap());
+    let status_started: HashMap<String, Timestamp> = list
+        .iter()
+        .filter_map(|r| Some((r.name_any(), r.status.as_ref()?.grant.as_ref()?.started_at.as_ref()?.0)))
+        .collect();
+    let made_at = |name: &String| {
+        granted_logged.get(name).or(o.made.get(name).map(|(seen, _)| seen)).or(status_started.get(name)).copied()
+    };
+    let never_made: HashSet<String> = fates.keys().filter(|n| made_at(n).is_none()).cloned().collect();
     let mut recovery_ms = Vec::new();
     let mut unmade = Vec::new();
     for name in fates.keys() {
@@ -500,8 +592,7 @@ async fn run(plan: Plan, apiserver_args: &str) {
             o.violations.push(format!("{name} could not be created"));
             continue;
         };
-        if let Some(&(seen, _)) = o.made.get(name) {
-            let made = granted_logged.get(name).copied().unwrap_or(seen);
+        if let Some(made) = made_at(name) {
             if let Some(resumed) = outages.held_up_until(asked_at, made) {
                 recovery_ms.push((made.duration_since(resumed).as_millis() as i64).max(0));
             }
@@ -537,7 +628,7 @@ async fn run(plan: Plan, apiserver_args: &str) {
         let fate = fates[&r.name_any()];
         let right = match fate {
             // Not made in time (judged above): it expires, whatever its fate.
-            _ if o.unmade.contains(&r.name_any()) => {
+            _ if never_made.contains(&r.name_any()) => {
                 status.phase == Phase::Expired && reason.as_deref() == Some("Expired")
             }
             Fate::Expire => status.phase == Phase::Expired && reason.as_deref() == Some("Expired"),
@@ -556,7 +647,7 @@ async fn run(plan: Plan, apiserver_args: &str) {
         }
     }
     for (name, fate) in &fates {
-        let deleted = *fate == Fate::Delete && !o.unmade.contains(name);
+        let deleted = *fate == Fate::Delete && !never_made.contains(name);
         if deleted && list.iter().any(|r| &r.name_any() == name) {
             o.violations.push(format!("{name} was deleted but still exists"));
         }
@@ -605,7 +696,7 @@ async fn run(plan: Plan, apiserver_args: &str) {
     let mut audit_wrong = Vec::new();
     for id in &granted_ids {
         let (g, e) = lines.get(id).copied().unwrap_or_default();
-        if grant_ids.get(id).is_some_and(|name| o.unmade.contains(name)) {
+        if grant_ids.get(id).is_some_and(|name| never_made.contains(name)) {
             // Expired while being made: never granted, ended at most once.
             if g != 0 || e > 1 {
                 audit_wrong.push(format!("{id} (never granted): {g} granted, {e} ended"));
@@ -613,7 +704,7 @@ async fn run(plan: Plan, apiserver_args: &str) {
             continue;
         }
         let killed_after = |at: &HashMap<String, Timestamp>| {
-            at.get(id).is_some_and(|t| outages.killed_before_acting(*t, &kill_times, RECOVERY_BOUND))
+            at.get(id).is_some_and(|t| outages.cut_before_acting(*t, &terms, RECOVERY_BOUND))
         };
         if (g == 0 && e == 1 && killed_after(&started)) || (g == 1 && e == 0 && killed_after(&ended)) {
             lost_to_kill.push(id.clone());
@@ -633,7 +724,8 @@ async fn run(plan: Plan, apiserver_args: &str) {
         "operator_429s": throttled, "expired_measured": lags_ms.len(),
         "revocation_lag_ms": percentiles(&mut lags_ms),
         "recovery_to_made_ms": percentiles(&mut recovery_ms),
-        "recovery_bound_ms": RECOVERY_BOUND.as_millis(), "made": o.made.len(), "unmade": unmade,
+        "recovery_bound_ms": RECOVERY_BOUND.as_millis(), "made": fates.len() - never_made.len(), "unmade": unmade,
+        "lease_losses": terms.iter().filter(|t| t.cut).count().saturating_sub(kills.iter().map(Vec::len).sum::<usize>()),
         "leaked_objects": leftovers.len(), "duplicate_identities": duplicates.len(),
         "lines_lost_to_kills": lost_to_kill, "faults_at": fault_log,
         "violations": o.violations,
@@ -718,11 +810,39 @@ fn outage_windows_and_hold_ups() {
     for (asked, made, until) in held {
         assert_eq!(outages.held_up_until(asked, made), until, "{asked}..{made}");
     }
-    // (stamped, lost to a kill within a 3 s bound of acting): kills at 10 and 20.
-    let kills = [t(10), t(20)];
-    let lost = [(t(8), true), (t(7), false), (t(4), false), (t(18), true), (t(16), false), (t(21), false)];
+    // (stamped, lost with a term cut within a 3 s bound of acting): terms cut
+    // at 10 and 20 (a kill, a lost lease), one that ran to the end of the run.
+    let terms = [
+        Term { start: t(2), end: t(10), cut: true },
+        Term { start: t(16), end: t(20), cut: true },
+        Term { start: t(21), end: t(40), cut: false },
+    ];
+    let lost =
+        [(t(8), true), (t(7), false), (t(4), false), (t(18), true), (t(16), false), (t(21), false), (t(1), false)];
     for (stamped, expected) in lost {
         let bound = SignedDuration::from_secs(3);
-        assert_eq!(outages.killed_before_acting(stamped, &kills, bound), expected, "stamped {stamped}");
+        assert_eq!(outages.cut_before_acting(stamped, &terms, bound), expected, "stamped {stamped}");
     }
+}
+
+/// Terms of acting from an operator's log and its kills, and the outages between them.
+#[test]
+fn terms_and_outages_from_logs() {
+    let t = |s: i64| Timestamp::from_second(1_000_000 + s).unwrap();
+    let line = |s: i64, message: &str| json!({"timestamp": t(s).to_string(), "message": message});
+    let lines = [
+        line(1, "start-up revocation done"),
+        line(5, "lost the lease: stopped acting, waiting to lead again"),
+        line(7, "start-up revocation done"),
+        line(12, "start-up revocation done"), // after the kill at 10 and a restart
+    ];
+    let terms = terms_of(&lines, &[t(10)], t(30));
+    let expected = [
+        Term { start: t(1), end: t(5), cut: true },
+        Term { start: t(7), end: t(10), cut: true },
+        Term { start: t(12), end: t(30), cut: false },
+    ];
+    assert_eq!(terms, expected);
+    let outages = Outages::from(&[(t(20), t(22))], &terms, t(30));
+    assert_eq!(outages.0, vec![(t(20), t(22)), (t(5), t(7)), (t(10), t(12))]);
 }
