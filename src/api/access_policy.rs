@@ -165,9 +165,17 @@ pub struct Approval {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 10))]
     pub required: i32,
-    /// Who may approve. The requester never counts for its own request.
+    /// Who may approve. The requester never counts for its own request, nor
+    /// does anyone who delegated the grant; the requesting AgentIdentity's
+    /// owner counts only with `ownerMayApprove`.
     #[serde(default)]
     pub approvers: Approvers,
+    /// Whether the accountable owner of the requesting AgentIdentity (a user,
+    /// or a group an approver names) may approve the agent's requests. Off by
+    /// default: separation of duties, so an owner cannot grant their own agent
+    /// access alone (NIST SP 800-53 AC-5).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owner_may_approve: bool,
 }
 
 fn one() -> i32 {
@@ -176,7 +184,7 @@ fn one() -> i32 {
 
 impl Default for Approval {
     fn default() -> Self {
-        Self { mode: ApprovalMode::default(), required: 1, approvers: Approvers::default() }
+        Self { mode: ApprovalMode::default(), required: 1, approvers: Approvers::default(), owner_may_approve: false }
     }
 }
 

@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use super::context::{Behind, Context};
 use super::transitions::{self, Approval, end, write_status};
 use super::{delegation, extension};
-use crate::api::access_policy::{ApprovalMode, Approvers};
+use crate::api::access_policy::{Approval as PolicyApproval, ApprovalMode};
 use crate::api::access_request::{AccessRequest, AccessRequestStatus, GrantStatus, Phase};
 use crate::audit::{self, AuditEvent, Details};
 use crate::conditions::{self, reasons, types};
@@ -184,7 +184,7 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
     };
     if allowed.approvals_required > 0 {
         let policy = policies.iter().find(|p| p.name_any() == allowed.policy).expect("allowed policy is cached");
-        let count = count_approvals(request, ctx, &policy.spec.approval.approvers, allowed.approvals_required);
+        let count = count_approvals(request, ctx, &status, &policy.spec.approval, allowed.approvals_required);
         status.approvals = Some(count.tally.clone());
         if let Some(by) = &count.tally.denied_by {
             let why = format!("denied by {by}");
@@ -192,7 +192,11 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
         }
         if !count.satisfied() {
             let (have, need) = (count.tally.approved_by.len(), allowed.approvals_required);
-            let message = format!("{have}/{need} approvals under policy {}", allowed.policy);
+            let mut message = format!("{have}/{need} approvals under policy {}", allowed.policy);
+            if !count.ignored.is_empty() {
+                let why: Vec<_> = count.ignored.iter().map(|i| format!("{}: {}", i.approver, i.reason)).collect();
+                message.push_str(&format!(" (not counted: {})", why.join("; ")));
+            }
             hold(request, ctx, status, reasons::AWAITING_APPROVAL, message, false).await?;
             return Ok(Action::await_change());
         }
@@ -305,10 +309,18 @@ fn denied_after_grant(request: &AccessRequest, ctx: &Context, status: &AccessReq
     if policy.spec.approval.mode != ApprovalMode::Manual {
         return None;
     }
-    count_approvals(request, ctx, &policy.spec.approval.approvers, policy.spec.approval.required).tally.denied_by
+    count_approvals(request, ctx, status, &policy.spec.approval, policy.spec.approval.required).tally.denied_by
 }
 
-fn count_approvals(request: &AccessRequest, ctx: &Context, approvers: &Approvers, required: i32) -> approval::Count {
+/// The approvals of `request` under a policy's `approval` rules, none counted
+/// from anyone with a conflict of interest (see [`approval::Conflicts`]).
+fn count_approvals(
+    request: &AccessRequest,
+    ctx: &Context,
+    status: &AccessRequestStatus,
+    rules: &PolicyApproval,
+    required: i32,
+) -> approval::Count {
     let ns = request.namespace();
     let name = request.name_any();
     let mut approvals: Vec<_> = ctx
@@ -325,5 +337,12 @@ fn count_approvals(request: &AccessRequest, ctx: &Context, approvers: &Approvers
         })
         .collect();
     approvals.sort_by_key(|a| (a.creation_timestamp().map(|t| t.0), a.name_any()));
-    approval::count(approvals.iter().map(|a| &a.spec), &request.spec.requester.user, approvers, required)
+    let mut conflicts = approval::Conflicts::of_requester(&request.spec.requester.user)
+        .with_delegators(status.delegation_chain.iter().map(|h| h.delegator.as_str()));
+    if !rules.owner_may_approve
+        && let Some(agent) = ctx.agent_of(request)
+    {
+        conflicts = conflicts.with_owner(&agent.spec.owner);
+    }
+    approval::count(approvals.iter().map(|a| &a.spec), &conflicts, &rules.approvers, required)
 }

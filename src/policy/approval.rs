@@ -1,6 +1,9 @@
 //! Counts approvals for a request. The protocol: only approvers the matched
-//! policy names count; the requester never counts for its own request; each
-//! approver counts once; one authorized denial ends the request.
+//! policy names count; nobody with a conflict of interest counts (the
+//! requester, anyone who delegated the grant, and unless the policy allows it
+//! the owner of the requesting AgentIdentity: separation of duties, NIST SP
+//! 800-53 AC-5); each approver counts once; one authorized denial ends the
+//! request.
 
 use crate::api::access_approval::{AccessApprovalSpec, Decision};
 use crate::api::access_policy::Approvers;
@@ -29,11 +32,55 @@ impl Count {
     }
 }
 
-/// Counts `approvals` (in creation order) for a request by `requester` that
-/// needs `required` distinct approvals from `approvers`.
+/// Who may not approve a request, whatever the policy's approvers say, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conflicts {
+    /// Users who may not approve.
+    users: Vec<(String, &'static str)>,
+    /// Groups whose members (as an approval names its groups) may not approve.
+    groups: Vec<(String, &'static str)>,
+}
+
+impl Conflicts {
+    /// The conflicts of a request by `requester`.
+    pub fn of_requester(requester: &str) -> Conflicts {
+        let reason = "the requester cannot approve its own request";
+        Conflicts { users: vec![(requester.to_string(), reason)], groups: Vec::new() }
+    }
+
+    /// Adds the owner of the requesting AgentIdentity: `owner` is a person or a
+    /// team, so it is matched as a user and as a group.
+    pub fn with_owner(mut self, owner: &str) -> Conflicts {
+        if !owner.is_empty() {
+            self.users
+                .push((owner.to_string(), "the owner of the requesting AgentIdentity cannot approve its requests"));
+            let reason = "a member of the group owning the requesting AgentIdentity cannot approve its requests";
+            self.groups.push((owner.to_string(), reason));
+        }
+        self
+    }
+
+    /// Adds everyone who delegated the grant (the delegators of its chain).
+    pub fn with_delegators<'a>(mut self, delegators: impl IntoIterator<Item = &'a str>) -> Conflicts {
+        for d in delegators {
+            self.users.push((d.to_string(), "a delegator of the grant cannot approve it"));
+        }
+        self
+    }
+
+    /// Why `approval` may not count, if it may not.
+    fn of(&self, approval: &AccessApprovalSpec) -> Option<&'static str> {
+        let user = self.users.iter().find(|(u, _)| *u == approval.approver);
+        let group = || self.groups.iter().find(|(g, _)| approval.groups.contains(g));
+        user.or_else(group).map(|(_, reason)| *reason)
+    }
+}
+
+/// Counts `approvals` (in creation order) for a request that needs `required`
+/// distinct approvals from `approvers`, none from anyone in `conflicts`.
 pub fn count<'a>(
     approvals: impl IntoIterator<Item = &'a AccessApprovalSpec>,
-    requester: &str,
+    conflicts: &Conflicts,
     approvers: &Approvers,
     required: i32,
 ) -> Count {
@@ -41,8 +88,8 @@ pub fn count<'a>(
     let mut ignored = Vec::new();
     for approval in approvals {
         let who = &approval.approver;
-        if who == requester {
-            ignored.push(Ignored { approver: who.clone(), reason: "the requester cannot approve its own request" });
+        if let Some(reason) = conflicts.of(approval) {
+            ignored.push(Ignored { approver: who.clone(), reason });
             continue;
         }
         let authorized =
@@ -131,10 +178,90 @@ mod tests {
             ),
         ];
         for (name, approvals, required, satisfied, denied, counted) in rows {
-            let c = count(&approvals, "agent", &who, required);
+            let c = count(&approvals, &Conflicts::of_requester("agent"), &who, required);
             assert_eq!(c.satisfied(), satisfied, "{name}: satisfied");
             assert_eq!(c.denied(), denied, "{name}: denied");
             assert_eq!(c.tally.approved_by.len(), counted, "{name}: counted");
+        }
+    }
+
+    #[test]
+    fn conflicts_of_interest_never_count() {
+        use Decision::*;
+        let who = approvers(&["alice", "bob", "root-delegator"], &["sre", "team-x"]);
+        let conflicts = Conflicts::of_requester("agent").with_owner("alice").with_delegators(["root-delegator"]);
+        let team = Conflicts::of_requester("agent").with_owner("team-x");
+        // (name, conflicts, approvals, satisfied, denied, ignored reason of the first)
+        type Row = (&'static str, Conflicts, Vec<AccessApprovalSpec>, bool, bool, Option<&'static str>);
+        let rows: Vec<Row> = vec![
+            ("owner approves", conflicts.clone(), vec![approval("alice", Approve, &[])], false, false, Some("owner")),
+            (
+                "owner by an approver group",
+                conflicts.clone(),
+                vec![approval("alice", Approve, &["sre"])],
+                false,
+                false,
+                Some("owner"),
+            ),
+            (
+                "owner cannot deny either",
+                conflicts.clone(),
+                vec![approval("alice", Deny, &[])],
+                false,
+                false,
+                Some("owner"),
+            ),
+            ("another approver", conflicts.clone(), vec![approval("bob", Approve, &[])], true, false, None),
+            (
+                "delegator",
+                conflicts.clone(),
+                vec![approval("root-delegator", Approve, &[])],
+                false,
+                false,
+                Some("delegator"),
+            ),
+            (
+                "member of the owning group",
+                team.clone(),
+                vec![approval("carol", Approve, &["team-x"])],
+                false,
+                false,
+                Some("group"),
+            ),
+            (
+                "owning group member in another group too",
+                team.clone(),
+                vec![approval("carol", Approve, &["sre", "team-x"])],
+                false,
+                false,
+                Some("group"),
+            ),
+            (
+                "owner allowed (no owner conflict)",
+                Conflicts::of_requester("agent"),
+                vec![approval("alice", Approve, &[])],
+                true,
+                false,
+                None,
+            ),
+            (
+                "owner then another",
+                conflicts,
+                vec![approval("alice", Approve, &[]), approval("bob", Approve, &[])],
+                true,
+                false,
+                Some("owner"),
+            ),
+        ];
+        for (name, conflicts, approvals, satisfied, denied, reason) in rows {
+            let c = count(&approvals, &conflicts, &who, 1);
+            assert_eq!(c.satisfied(), satisfied, "{name}: satisfied");
+            assert_eq!(c.denied(), denied, "{name}: denied");
+            let first = c.ignored.first().map(|i| i.reason);
+            match reason {
+                None => assert_eq!(first, None, "{name}"),
+                Some(word) => assert!(first.is_some_and(|r| r.contains(word)), "{name}: {first:?}"),
+            }
         }
     }
 }
