@@ -53,6 +53,15 @@ pub fn object_name(request_name: &str, qualifier: &str, grant_id: &str) -> Strin
     if part.is_empty() { format!("{PREFIX}{grant_id}") } else { format!("{PREFIX}{part}-{grant_id}") }
 }
 
+/// Whether `name` has the shape [`object_name`] gives: `jit-`, then a grant id
+/// of 12 lowercase hex characters at the end. A shape, not a proof: anyone
+/// may name an object so.
+pub fn is_grant_object_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(PREFIX) else { return false };
+    let id = rest.rsplit('-').next().unwrap_or_default();
+    id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Lowercase letters, digits and single dashes; everything else becomes a dash.
 fn sanitize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -103,6 +112,12 @@ mod tests {
         assert_eq!(object_name(&long, "", &id).len(), 63);
         assert_eq!(object_name("My.Request..Name", "", &id), format!("jit-my-request-name-{id}"));
         assert_eq!(object_name("...", "", &id), format!("jit-{id}"));
+        for name in [object_name("deploy-staging", "", &id), object_name("x", "token", &id), format!("jit-{id}")] {
+            assert!(is_grant_object_name(&name), "{name}");
+        }
+        for name in ["jit-deploy", "planner", "jit-abc", "jit-x-ABCDEF012345", &format!("x-{id}")] {
+            assert!(!is_grant_object_name(name), "{name}");
+        }
     }
 
     #[test]

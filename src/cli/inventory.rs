@@ -240,7 +240,14 @@ pub fn build(snapshot: &Snapshot) -> Inventory {
         let (ns, name) = (sa.namespace.as_deref().unwrap_or(""), sa.name.as_deref().unwrap_or(""));
         let managed = sa.labels.as_ref().and_then(|l| l.get(names::MANAGED_BY_LABEL)).map(String::as_str)
             == Some(names::MANAGED_BY_VALUE);
-        let findings = standing_privilege::findings(ns, name, &snapshot.role_bindings, &snapshot.cluster_role_bindings);
+        // The inventory reads no grants yet: kube-jit's label is taken at its word here.
+        let findings = standing_privilege::findings(
+            ns,
+            name,
+            &snapshot.role_bindings,
+            &snapshot.cluster_role_bindings,
+            standing_privilege::labelled_as_kube_jit,
+        );
         let bound: Vec<BoundRole> = findings.iter().map(|f| BoundRole { finding: f, rules: rules_of(f) }).collect();
         let legacy_tokens: Vec<LegacyToken> = snapshot
             .token_secrets

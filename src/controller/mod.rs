@@ -122,9 +122,11 @@ where
     store
 }
 
-/// Objects kube-jit did not make.
-fn not_managed() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{}!={}", names::MANAGED_BY_LABEL, names::MANAGED_BY_VALUE))
+/// Whether every subject of a binding is a ServiceAccount named as kube-jit
+/// names grant identities (an empty binding counts too): such a binding gives
+/// no agent's base ServiceAccount any right.
+fn only_grant_identities(subjects: Option<&[k8s_openapi::api::rbac::v1::Subject]>) -> bool {
+    subjects.unwrap_or_default().iter().all(|s| s.kind == "ServiceAccount" && names::is_grant_object_name(&s.name))
 }
 
 /// Maps a managed object to the AccessRequest it belongs to.
@@ -156,12 +158,16 @@ impl Caches {
             agents: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
             admission_policies: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
             admission_bindings: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
-            // Standing-privilege checks read every binding but kube-jit's own
-            // grants (which are not standing): left out by the API server, so
-            // grants coming and going neither fill this cache nor re-check agents.
-            role_bindings: cache_selected(Api::all(client.clone()), not_managed(), &changes, |_| Some(Change::Rbac)),
-            cluster_role_bindings: cache_selected(Api::all(client.clone()), not_managed(), &changes, |_| {
-                Some(Change::Rbac)
+            // Standing-privilege checks read every binding, kube-jit's labels
+            // or not: a label proves nothing, what grants recorded does. A
+            // binding whose subjects are all grant identities cannot give an
+            // agent's own ServiceAccount anything, so grants coming and going
+            // do not re-check every agent.
+            role_bindings: cache(Api::all(client.clone()), &changes, |b: &RoleBinding| {
+                (!only_grant_identities(b.subjects.as_deref())).then_some(Change::Rbac)
+            }),
+            cluster_role_bindings: cache(Api::all(client.clone()), &changes, |b: &ClusterRoleBinding| {
+                (!only_grant_identities(b.subjects.as_deref())).then_some(Change::Rbac)
             }),
             approvals: cache(Api::all(client.clone()), &changes, |a: &AccessApproval| {
                 Some(Change::Approval(ObjectRef::new(&a.spec.request).within(&a.namespace()?)))

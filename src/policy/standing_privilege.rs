@@ -1,7 +1,11 @@
 //! Standing privilege: which RBAC bindings give a ServiceAccount rights that
 //! exist whether or not it asked — directly, or through the groups every
-//! ServiceAccount belongs to. kube-jit's own grants, the requester role (the
-//! right to ask) and Kubernetes' bootstrap defaults are not standing privilege.
+//! ServiceAccount belongs to. Not standing privilege: the bindings of live
+//! kube-jit grants (as the caller proves them, never by a label anyone who
+//! writes bindings can set), the requester role (the right to ask), and
+//! bindings to the few ClusterRoles every authenticated identity holds by
+//! Kubernetes' defaults (recognised by the role they grant, not by the
+//! `kubernetes.io/bootstrapping` label, which anyone can set).
 
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use kube::api::ObjectMeta;
@@ -50,23 +54,45 @@ fn names_sa(subject: &Subject, namespace: &str, name: &str, default_ns: Option<&
     }
 }
 
-fn excluded(meta: &ObjectMeta, role: &RoleRef) -> bool {
-    let labels = meta.labels.clone().unwrap_or_default();
-    labels.get(names::MANAGED_BY_LABEL).map(String::as_str) == Some(names::MANAGED_BY_VALUE)
-        || labels.get("kubernetes.io/bootstrapping").map(String::as_str) == Some("rbac-defaults")
-        || (role.kind == "ClusterRole" && role.name == REQUESTER_ROLE)
+/// ClusterRoles that Kubernetes binds to every authenticated identity (or to
+/// every ServiceAccount) by default, granting only discovery, self-review and
+/// public information: holding them is not standing privilege. Source: the
+/// default ClusterRoleBindings in the Kubernetes RBAC docs ("Default roles and
+/// role bindings", API discovery roles) and `system:service-account-issuer-discovery`
+/// (KEP-1393).
+pub const DEFAULT_ROLES: [&str; 4] =
+    ["system:basic-user", "system:discovery", "system:public-info-viewer", "system:service-account-issuer-discovery"];
+
+/// Whether a binding kube-jit made: `kind` and the binding's metadata, answered
+/// by the caller from what grants recorded (the operator) or, where nothing
+/// better is known, from labels (see [`labelled_as_kube_jit`]).
+pub trait Ours: Fn(&str, &ObjectMeta) -> bool {}
+impl<F: Fn(&str, &ObjectMeta) -> bool> Ours for F {}
+
+/// Whether `meta` carries kube-jit's managed-by label: a claim anyone who can
+/// write the object can make, so only for callers that cannot see grants.
+pub fn labelled_as_kube_jit(_kind: &str, meta: &ObjectMeta) -> bool {
+    meta.labels.as_ref().and_then(|l| l.get(names::MANAGED_BY_LABEL)).map(String::as_str)
+        == Some(names::MANAGED_BY_VALUE)
 }
 
-/// Every binding giving ServiceAccount `namespace/name` standing rights.
+fn excluded(kind: &str, meta: &ObjectMeta, role: &RoleRef, ours: &impl Ours) -> bool {
+    let default_role = role.kind == "ClusterRole" && DEFAULT_ROLES.contains(&role.name.as_str());
+    default_role || (role.kind == "ClusterRole" && role.name == REQUESTER_ROLE) || ours(kind, meta)
+}
+
+/// Every binding giving ServiceAccount `namespace/name` standing rights, less
+/// those `ours` says belong to live kube-jit grants.
 pub fn findings<'a>(
     namespace: &str,
     name: &str,
     role_bindings: impl IntoIterator<Item = &'a RoleBinding>,
     cluster_role_bindings: impl IntoIterator<Item = &'a ClusterRoleBinding>,
+    ours: impl Ours,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     for rb in role_bindings {
-        if excluded(&rb.metadata, &rb.role_ref) {
+        if excluded("RoleBinding", &rb.metadata, &rb.role_ref, &ours) {
             continue;
         }
         let rb_ns = rb.metadata.namespace.as_deref();
@@ -79,7 +105,7 @@ pub fn findings<'a>(
         }
     }
     for crb in cluster_role_bindings {
-        if excluded(&crb.metadata, &crb.role_ref) {
+        if excluded("ClusterRoleBinding", &crb.metadata, &crb.role_ref, &ours) {
             continue;
         }
         if let Some(via) = crb.subjects.iter().flatten().find_map(|s| names_sa(s, namespace, name, None)) {
@@ -122,7 +148,10 @@ mod tests {
             rb("agents", "implicit-ns", "view", sa_no_ns.clone(), json!({})),
             rb("other", "implicit-other-ns", "view", sa_no_ns, json!({})),
             rb("agents", "asks", REQUESTER_ROLE, sa.clone(), json!({})),
-            rb("team", "jit", "view", sa.clone(), json!({"app.kubernetes.io/managed-by": "kube-jit"})),
+            // A live grant's binding, as the grant recorded it: not standing.
+            rb("team", "jit-real", "view", sa.clone(), json!({"app.kubernetes.io/managed-by": "kube-jit"})),
+            // kube-jit's labels on a binding no grant recorded prove nothing.
+            rb("team", "forged", "admin", sa.clone(), json!({"app.kubernetes.io/managed-by": "kube-jit"})),
             rb(
                 "team",
                 "ns-group",
@@ -147,17 +176,43 @@ mod tests {
                 json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
             ),
             crb("as-user", "view", json!([{"kind": "User", "name": "system:serviceaccount:agents:bot"}]), json!({})),
+            // The bootstrap label does not hide a binding: the role decides.
+            crb(
+                "looks-default",
+                "cluster-admin",
+                json!([{"kind": "Group", "name": "system:authenticated"}]),
+                json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            ),
+            crb(
+                "issuer",
+                "system:service-account-issuer-discovery",
+                json!([{"kind": "Group", "name": "system:serviceaccounts"}]),
+                json!({}),
+            ),
         ];
-        let found: Vec<String> = findings("agents", "bot", &rbs, &crbs).iter().map(|f| f.to_string()).collect();
+        let ours = |kind: &str, meta: &ObjectMeta| {
+            kind == "RoleBinding"
+                && meta.namespace.as_deref() == Some("team")
+                && meta.name.as_deref() == Some("jit-real")
+        };
+        let found: Vec<String> = findings("agents", "bot", &rbs, &crbs, ours).iter().map(|f| f.to_string()).collect();
         assert_eq!(
             found,
             [
                 "ClusterRoleBinding all-sas → ClusterRole/cluster-admin (via group system:serviceaccounts)",
                 "ClusterRoleBinding as-user → ClusterRole/view (directly)",
+                "ClusterRoleBinding looks-default → ClusterRole/cluster-admin (via group system:authenticated)",
                 "RoleBinding agents/direct → ClusterRole/edit (directly)",
                 "RoleBinding agents/implicit-ns → ClusterRole/view (directly)",
+                "RoleBinding team/forged → ClusterRole/admin (directly)",
                 "RoleBinding team/ns-group → ClusterRole/view (via group system:serviceaccounts:agents)",
             ]
+        );
+        // Where grants cannot be seen, the label is the only claim left.
+        let labelled = findings("agents", "bot", &rbs, &crbs, labelled_as_kube_jit);
+        assert!(
+            !labelled.iter().any(|f| f.binding.contains("jit-real") || f.binding.contains("forged")),
+            "{labelled:?}"
         );
     }
 }
