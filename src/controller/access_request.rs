@@ -339,10 +339,20 @@ fn count_approvals(
     approvals.sort_by_key(|a| (a.creation_timestamp().map(|t| t.0), a.name_any()));
     let mut conflicts = approval::Conflicts::of_requester(&request.spec.requester.user)
         .with_delegators(status.delegation_chain.iter().map(|h| h.delegator.as_str()));
-    if !rules.owner_may_approve
-        && let Some(agent) = ctx.agent_of(request)
-    {
-        conflicts = conflicts.with_owner(&agent.spec.owner);
+    if !rules.owner_may_approve {
+        // The owner of every AgentIdentity the request acts for: the one it
+        // names, and any registered on the ServiceAccount that asks for itself.
+        let ns = request.namespace().unwrap_or_default();
+        for agent in ctx.stores.agents.state() {
+            if agent.namespace().as_deref() != Some(ns.as_str()) {
+                continue;
+            }
+            let named = request.spec.for_agent.as_deref() == Some(agent.name_any().as_str());
+            let base = crate::names::service_account_username(&ns, &agent.spec.service_account_name);
+            if named || base == request.spec.requester.user {
+                conflicts = conflicts.with_owner(&agent.spec.owner);
+            }
+        }
     }
     approval::count(approvals.iter().map(|a| &a.spec), &conflicts, &rules.approvers, required)
 }

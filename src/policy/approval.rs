@@ -33,8 +33,13 @@ impl Count {
 }
 
 /// Who may not approve a request, whatever the policy's approvers say, and why.
+/// A conflict keeps an approval from counting; only the requester's own
+/// denial is ignored too (an owner's or a delegator's denial, if they are
+/// approvers, still ends the request: it can only take access away).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conflicts {
+    /// The requester: neither approves nor denies its own request.
+    requester: String,
     /// Users who may not approve.
     users: Vec<(String, &'static str)>,
     /// Groups whose members (as an approval names its groups) may not approve.
@@ -45,7 +50,7 @@ impl Conflicts {
     /// The conflicts of a request by `requester`.
     pub fn of_requester(requester: &str) -> Conflicts {
         let reason = "the requester cannot approve its own request";
-        Conflicts { users: vec![(requester.to_string(), reason)], groups: Vec::new() }
+        Conflicts { requester: requester.to_string(), users: vec![(requester.to_string(), reason)], groups: Vec::new() }
     }
 
     /// Adds the owner of the requesting AgentIdentity: `owner` is a person or a
@@ -88,7 +93,9 @@ pub fn count<'a>(
     let mut ignored = Vec::new();
     for approval in approvals {
         let who = &approval.approver;
-        if let Some(reason) = conflicts.of(approval) {
+        if let Some(reason) = conflicts.of(approval)
+            && (approval.decision == Decision::Approve || *who == conflicts.requester)
+        {
             ignored.push(Ignored { approver: who.clone(), reason });
             continue;
         }
@@ -204,12 +211,12 @@ mod tests {
                 Some("owner"),
             ),
             (
-                "owner cannot deny either",
+                "the owner's denial still ends it",
                 conflicts.clone(),
                 vec![approval("alice", Deny, &[])],
                 false,
-                false,
-                Some("owner"),
+                true,
+                None,
             ),
             ("another approver", conflicts.clone(), vec![approval("bob", Approve, &[])], true, false, None),
             (

@@ -44,11 +44,17 @@ async fn stage(owner: &str, approvers: serde_json::Value, owner_may_approve: boo
 }
 
 impl Stage {
-    /// `planner` asks for `view` in team-a for itself, and the request waits for approval.
+    /// `planner` asks for `view` in team-a as its AgentIdentity, and the request waits for approval.
     async fn ask(&self, name: &str) -> AccessRequest {
         let mut spec = scenario::view_request("5m");
         spec["forAgent"] = json!("planner");
         self.agent.request(name, spec).await;
+        scenario::wait_phase(&self.admin, "agents", name, Phase::Pending, Duration::from_secs(30)).await
+    }
+
+    /// `planner`'s ServiceAccount asks for itself, naming no AgentIdentity.
+    async fn ask_as_service_account(&self, name: &str) -> AccessRequest {
+        self.agent.request(name, scenario::view_request("5m")).await;
         scenario::wait_phase(&self.admin, "agents", name, Phase::Pending, Duration::from_secs(30)).await
     }
 
@@ -145,4 +151,15 @@ async fn only_a_policy_that_says_so_lets_the_owner_approve() {
     let granted =
         scenario::wait_phase(&allowing.admin, "agents", "owner-allowed", Phase::Granted, Duration::from_secs(30)).await;
     assert_eq!(granted.status.unwrap().approvals.unwrap().approved_by, ["alice"]);
+}
+
+/// The owner cannot step around the rule by having the agent's ServiceAccount
+/// ask without naming its AgentIdentity.
+#[tokio::test]
+async fn the_owner_cannot_approve_a_request_that_names_no_agent() {
+    let s = stage("alice", json!({"users": ["alice", "bob"]}), false).await;
+    let r = s.ask_as_service_account("unnamed").await;
+    s.approve(&r, "alice", &[]).await;
+    s.assert_not_counted("unnamed", "alice", "the owner of the requesting AgentIdentity cannot approve its requests")
+        .await;
 }
