@@ -242,8 +242,8 @@ impl Outages {
 struct Outcome {
     /// (request, expiresAt, first 403/401) of each grant that ran to its expiry.
     expiries: Vec<(String, Timestamp, Timestamp)>,
-    /// When each request was first seen `Granted` (to 25 ms), with its expiresAt.
-    made: HashMap<String, (Timestamp, Timestamp)>,
+    /// When each request was first seen `Granted` (to 25 ms).
+    seen_granted: HashMap<String, Timestamp>,
     violations: Vec<String>,
 }
 
@@ -284,7 +284,7 @@ async fn follow(
         }
     };
     let expires_at = support::scenario::expires_at(&granted);
-    outcome.lock().unwrap().made.insert(name.clone(), (Timestamp::now(), expires_at));
+    outcome.lock().unwrap().seen_granted.insert(name.clone(), Timestamp::now());
     let user =
         granted.status.as_ref().and_then(|s| s.grant.as_ref()).and_then(|g| g.username.clone()).unwrap_or_default();
     let api: Api<AccessRequest> = Api::namespaced(admin.clone(), NS);
@@ -581,9 +581,8 @@ async fn run(plan: Plan, apiserver_args: &str) {
         .iter()
         .filter_map(|r| Some((r.name_any(), r.status.as_ref()?.grant.as_ref()?.started_at.as_ref()?.0)))
         .collect();
-    let made_at = |name: &String| {
-        granted_logged.get(name).or(o.made.get(name).map(|(seen, _)| seen)).or(status_started.get(name)).copied()
-    };
+    let made_at =
+        |name: &String| granted_logged.get(name).or(o.seen_granted.get(name)).or(status_started.get(name)).copied();
     let never_made: HashSet<String> = fates.keys().filter(|n| made_at(n).is_none()).cloned().collect();
     let mut recovery_ms = Vec::new();
     let mut unmade = Vec::new();
