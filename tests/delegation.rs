@@ -91,9 +91,11 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
     .await
     .expect("the grant identity may delegate");
     let ci_build = scenario::wait_phase(&w.admin, "agents", "ci-build", Phase::Granted, t).await;
-    // Only the delegatee (CI's own ServiceAccount) may mint for the delegated grant.
-    assert!(w.orchestrator.mint_once(&ci_build).await.is_err(), "the delegator must not mint the delegatee's token");
+    // Only the delegatee (CI's own ServiceAccount) may mint for the delegated
+    // grant. Its mint first: once the authorizer knows the mint binding, the
+    // delegator's refusal can only mean it holds no such right.
     let ci_grant = w.cluster.client_with_token(&w.ci.mint(&ci_build).await.unwrap());
+    assert!(w.orchestrator.mint_once(&ci_build).await.is_err(), "the delegator must not mint the delegatee's token");
 
     // Hop 2: CI delegates read-only pods in team-a to the scanner.
     scenario::request_as(
