@@ -165,9 +165,8 @@ pub struct Approval {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 10))]
     pub required: i32,
-    /// Who may approve. The requester never counts for its own request, nor
-    /// does anyone who delegated the grant; the requesting AgentIdentity's
-    /// owner counts only with `ownerMayApprove`.
+    /// Who may approve. The requester never counts for its own request; the
+    /// requesting AgentIdentity's owner counts only with `ownerMayApprove`.
     #[serde(default)]
     pub approvers: Approvers,
     /// Whether the accountable owner of the requesting AgentIdentity (a user,

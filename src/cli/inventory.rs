@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use super::{CliError, exit};
 use crate::api::AgentIdentity;
-use crate::names;
 use crate::policy::risk::{self, BoundRole, Risk};
 use crate::policy::standing_privilege::{self, Finding};
 
@@ -238,8 +237,7 @@ pub fn build(snapshot: &Snapshot) -> Inventory {
     let mut identities = Vec::new();
     for sa in &snapshot.service_accounts {
         let (ns, name) = (sa.namespace.as_deref().unwrap_or(""), sa.name.as_deref().unwrap_or(""));
-        let managed = sa.labels.as_ref().and_then(|l| l.get(names::MANAGED_BY_LABEL)).map(String::as_str)
-            == Some(names::MANAGED_BY_VALUE);
+        let managed = standing_privilege::labelled_as_kube_jit("ServiceAccount", sa);
         // The inventory reads no grants yet: kube-jit's label is taken at its word here.
         let findings = standing_privilege::findings(
             ns,

@@ -184,7 +184,7 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
     };
     if allowed.approvals_required > 0 {
         let policy = policies.iter().find(|p| p.name_any() == allowed.policy).expect("allowed policy is cached");
-        let count = count_approvals(request, ctx, &status, &policy.spec.approval, allowed.approvals_required);
+        let count = count_approvals(request, ctx, &policy.spec.approval, allowed.approvals_required);
         status.approvals = Some(count.tally.clone());
         if let Some(by) = &count.tally.denied_by {
             let why = format!("denied by {by}");
@@ -309,18 +309,12 @@ fn denied_after_grant(request: &AccessRequest, ctx: &Context, status: &AccessReq
     if policy.spec.approval.mode != ApprovalMode::Manual {
         return None;
     }
-    count_approvals(request, ctx, status, &policy.spec.approval, policy.spec.approval.required).tally.denied_by
+    count_approvals(request, ctx, &policy.spec.approval, policy.spec.approval.required).tally.denied_by
 }
 
 /// The approvals of `request` under a policy's `approval` rules, none counted
 /// from anyone with a conflict of interest (see [`approval::Conflicts`]).
-fn count_approvals(
-    request: &AccessRequest,
-    ctx: &Context,
-    status: &AccessRequestStatus,
-    rules: &PolicyApproval,
-    required: i32,
-) -> approval::Count {
+fn count_approvals(request: &AccessRequest, ctx: &Context, rules: &PolicyApproval, required: i32) -> approval::Count {
     let ns = request.namespace();
     let name = request.name_any();
     let mut approvals: Vec<_> = ctx
@@ -337,12 +331,11 @@ fn count_approvals(
         })
         .collect();
     approvals.sort_by_key(|a| (a.creation_timestamp().map(|t| t.0), a.name_any()));
-    let mut conflicts = approval::Conflicts::of_requester(&request.spec.requester.user)
-        .with_delegators(status.delegation_chain.iter().map(|h| h.delegator.as_str()));
+    let mut conflicts = approval::Conflicts::of_requester(&request.spec.requester.user);
     if !rules.owner_may_approve {
         // The owner of every AgentIdentity the request acts for: the one it
         // names, and any registered on the ServiceAccount that asks for itself.
-        let ns = request.namespace().unwrap_or_default();
+        let ns = ns.unwrap_or_default();
         for agent in ctx.stores.agents.state() {
             if agent.namespace().as_deref() != Some(ns.as_str()) {
                 continue;

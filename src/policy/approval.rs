@@ -1,9 +1,9 @@
 //! Counts approvals for a request. The protocol: only approvers the matched
 //! policy names count; nobody with a conflict of interest counts (the
-//! requester, anyone who delegated the grant, and unless the policy allows it
-//! the owner of the requesting AgentIdentity: separation of duties, NIST SP
-//! 800-53 AC-5); each approver counts once; one authorized denial ends the
-//! request.
+//! requester, and unless the policy allows it the owner of the requesting
+//! AgentIdentity: separation of duties, NIST SP 800-53 AC-5); each approver
+//! counts once; one authorized denial ends the request. (A delegated request
+//! counts no approvals: its parent grant decides it.)
 
 use crate::api::access_approval::{AccessApprovalSpec, Decision};
 use crate::api::access_policy::Approvers;
@@ -34,8 +34,8 @@ impl Count {
 
 /// Who may not approve a request, whatever the policy's approvers say, and why.
 /// A conflict keeps an approval from counting; only the requester's own
-/// denial is ignored too (an owner's or a delegator's denial, if they are
-/// approvers, still ends the request: it can only take access away).
+/// denial is ignored too (an owner's denial, if the owner is an approver,
+/// still ends the request: it can only take access away).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conflicts {
     /// The requester: neither approves nor denies its own request.
@@ -61,14 +61,6 @@ impl Conflicts {
                 .push((owner.to_string(), "the owner of the requesting AgentIdentity cannot approve its requests"));
             let reason = "a member of the group owning the requesting AgentIdentity cannot approve its requests";
             self.groups.push((owner.to_string(), reason));
-        }
-        self
-    }
-
-    /// Adds everyone who delegated the grant (the delegators of its chain).
-    pub fn with_delegators<'a>(mut self, delegators: impl IntoIterator<Item = &'a str>) -> Conflicts {
-        for d in delegators {
-            self.users.push((d.to_string(), "a delegator of the grant cannot approve it"));
         }
         self
     }
@@ -195,8 +187,8 @@ mod tests {
     #[test]
     fn conflicts_of_interest_never_count() {
         use Decision::*;
-        let who = approvers(&["alice", "bob", "root-delegator"], &["sre", "team-x"]);
-        let conflicts = Conflicts::of_requester("agent").with_owner("alice").with_delegators(["root-delegator"]);
+        let who = approvers(&["alice", "bob"], &["sre", "team-x"]);
+        let conflicts = Conflicts::of_requester("agent").with_owner("alice");
         let team = Conflicts::of_requester("agent").with_owner("team-x");
         // (name, conflicts, approvals, satisfied, denied, ignored reason of the first)
         type Row = (&'static str, Conflicts, Vec<AccessApprovalSpec>, bool, bool, Option<&'static str>);
@@ -219,14 +211,6 @@ mod tests {
                 None,
             ),
             ("another approver", conflicts.clone(), vec![approval("bob", Approve, &[])], true, false, None),
-            (
-                "delegator",
-                conflicts.clone(),
-                vec![approval("root-delegator", Approve, &[])],
-                false,
-                false,
-                Some("delegator"),
-            ),
             (
                 "member of the owning group",
                 team.clone(),
