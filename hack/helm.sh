@@ -14,6 +14,8 @@
 # Environment:
 #   KUBE_JIT_CACHE   binary cache (default: ~/.cache/kube-jit)
 set -euo pipefail
+# A failing `helm template` inside $(...) must fail the script, not write half a file.
+shopt -s inherit_errexit
 
 HACK=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HACK")

@@ -175,7 +175,7 @@ start_apiserver() {
 start_controller_manager() {
   spawn kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$STATE/controller-manager.kubeconfig" \
-    --controllers serviceaccount,serviceaccount-token,garbagecollector,namespace,root-ca-cert-publisher,clusterrole-aggregation \
+    --controllers serviceaccount,serviceaccount-token,garbagecollector,namespace,root-ca-cert-publisher,clusterrole-aggregation,deployment,replicaset \
     --use-service-account-credentials \
     --service-account-private-key-file "$STATE/pki/sa.key" \
     --root-ca-file "$STATE/pki/ca.crt" \
