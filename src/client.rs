@@ -114,9 +114,13 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
         .and_then(|s| s.grant.as_ref())
         .and_then(|g| g.service_account.as_ref())
         .ok_or(crate::Error::MissingField("status.grant.serviceAccount"))?;
+    // Admission refuses tokens that outlive the grant by more than the
+    // TokenRequest minimum (600 s): ask for no more than that.
+    let expires_at = request.status.as_ref().and_then(|s| s.grant.as_ref()).and_then(|g| g.expires_at.as_ref());
+    let within_grant = expires_at.map_or(i64::MAX, |t| t.0.duration_since(jiff::Timestamp::now()).as_secs() + 600);
     let token_request = TokenRequest {
         spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(lifetime.as_secs() as i64),
+            expiration_seconds: Some((lifetime.as_secs() as i64).min(within_grant).max(600)),
             ..TokenRequestSpec::default()
         }),
         ..TokenRequest::default()
@@ -128,7 +132,12 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
     let deadline = std::time::Instant::now() + MINT_AUTHORIZATION_GRACE;
     let minted = loop {
         match api.create_token_request(&sa.name, &PostParams::default(), &token_request).await {
-            Err(kube::Error::Api(s)) if s.code == 403 && std::time::Instant::now() < deadline => {
+            // Not a refusal by admission: that answer will not change.
+            Err(kube::Error::Api(s))
+                if s.code == 403
+                    && !s.message.contains("ValidatingAdmissionPolicy")
+                    && std::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             other => break other?,

@@ -34,6 +34,9 @@ pub mod reasons {
     pub const POLICY_WITHDRAWN: &str = "PolicyWithdrawn";
     pub const GRANT_FAILED: &str = "GrantFailed";
     pub const ADMISSION_POLICIES_MISSING: &str = "AdmissionPoliciesMissing";
+    /// The request (or an extension) was made before kube-jit's admission
+    /// policies were last (re)installed or changed: its claims were never checked.
+    pub const ADMISSION_NOT_PROVEN: &str = "AdmissionNotProven";
     pub const RATE_LIMITED: &str = "RateLimited";
     pub const AGENT_SUSPENDED: &str = "AgentSuspended";
     pub const PARENT_REVOKED: &str = "ParentRevoked";

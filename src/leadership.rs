@@ -8,6 +8,12 @@
 //!   renewTime — written with its own clock — less than `duration - margin` ago,
 //!   and stops at that deadline unless a renewal shows up, before any other
 //!   replica may take the Lease over.
+//! - **A fence on writes, too.** A replica stopped (SIGSTOP, a long pause, a
+//!   partition) while it led resumes with reconciles half-way and timers due;
+//!   they may run before this module notices the Lease is gone. The
+//!   operator's client therefore asks [`Fence::open`] before each write
+//!   reaches the wire: past the deadline, nothing is sent, whatever the tasks
+//!   believe (the monotonic clock keeps running while a process is stopped).
 //! - **Prompt takeover on release.** The crate's standby sleeps until the expiry it
 //!   last read; when the watch shows the Lease released (a graceful shutdown), the
 //!   standby competes at once instead.
@@ -33,6 +39,27 @@ pub struct LeaseSettings {
     pub identity: String,
     /// Seconds, at least 2.
     pub duration_secs: u64,
+    /// Set by [`elect`]; the operator's client sends writes only while it is open.
+    pub fence: Fence,
+}
+
+/// Until when this replica may write: the same deadline that keeps it acting
+/// (a Lease seen naming it, renewed less than `duration - margin` ago).
+/// Closed until then, and closed again the moment the Lease is lost or the
+/// deadline passes, whether or not anything has run since.
+#[derive(Clone, Debug, Default)]
+pub struct Fence(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl Fence {
+    /// Whether a write may be sent now.
+    pub fn open(&self) -> bool {
+        let until = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        until.is_some_and(|u| std::time::Instant::now() < u)
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = until.map(Instant::into_std);
+    }
 }
 
 /// `POD_NAME` in a cluster; `<hostname>-<pid>` elsewhere.
@@ -112,8 +139,10 @@ pub async fn elect(client: Client, lease: LeaseSettings, acting: watch::Sender<b
             }
         }
         let now_acting = holds && valid_until.is_some_and(|u| Instant::now() < u);
+        lease.fence.set(valid_until.filter(|_| now_acting));
         acting.send_if_modified(|a| std::mem::replace(a, now_acting) != now_acting);
     }
+    lease.fence.set(None);
     acting.send_replace(false);
     drop(changed);
     if holds {
@@ -179,5 +208,17 @@ mod tests {
         assert!(until <= t1 + d - m + slack, "{:?} after t1", until - t1);
         assert!(until + (t1 - t0) + slack >= t0 + d - m, "{:?} after t0", until - t0);
         assert!(deadline_of(Timestamp::now() - SignedDuration::from_secs(5), d, m).is_none(), "already past");
+    }
+
+    #[test]
+    fn the_fence_is_open_only_until_its_deadline() {
+        let fence = Fence::default();
+        assert!(!fence.open(), "closed until a Lease is held");
+        fence.set(Some(Instant::now() + Duration::from_secs(60)));
+        assert!(fence.open());
+        fence.set(Some(Instant::now() - Duration::from_millis(1)));
+        assert!(!fence.open(), "closed once the deadline passed, with nothing else run");
+        fence.set(None);
+        assert!(!fence.open());
     }
 }

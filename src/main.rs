@@ -96,6 +96,11 @@ struct RunArgs {
     /// synced; a synced standby waiting for the Lease is ready too). Empty: none.
     #[arg(long, env = "KUBE_JIT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: String,
+    /// Audiences (comma-separated) that tokens for grant identities may carry.
+    /// Admission refuses any other. [default: the API server's ServiceAccount
+    /// issuer, its default audience; set this if the API server runs with --api-audiences]
+    #[arg(long, env = "KUBE_JIT_TOKEN_AUDIENCES", value_delimiter = ',')]
+    token_audiences: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -114,23 +119,27 @@ async fn main() -> anyhow::Result<()> {
                 "" => None,
                 addr => Some(addr.parse().with_context(|| format!("--http-addr {addr}"))?),
             };
+            let identity = kube_jit::leadership::default_identity();
             let leader_election = args.leader_elect.then(|| kube_jit::leadership::LeaseSettings {
                 name: args.lease_name,
                 namespace: args
                     .lease_namespace
                     .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|ns| !ns.is_empty()))
                     .unwrap_or_else(|| "kube-jit-system".into()),
-                identity: kube_jit::leadership::default_identity(),
+                identity: identity.clone(),
                 duration_secs: args.lease_duration,
+                fence: kube_jit::leadership::Fence::default(),
             });
             let config = kube::Config::infer().await.context("reading the cluster's address and credentials")?;
-            let client =
-                kube_jit::controller::api_client::operator_client(config).context("connecting to the cluster")?;
+            let fence = leader_election.as_ref().map(|l| l.fence.clone());
+            let client = kube_jit::controller::api_client::operator_client(config, &identity, fence)
+                .context("connecting to the cluster")?;
             let settings = kube_jit::controller::Settings {
                 sweep_interval: Duration::from_secs(args.sweep_interval),
                 trust_domain: args.trust_domain,
                 leader_election,
                 http_addr,
+                token_audiences: args.token_audiences.into_iter().filter(|a| !a.is_empty()).collect(),
             };
             kube_jit::controller::run(client, settings).await?;
         }

@@ -20,6 +20,11 @@ pub const REQUESTER_ANNOTATION: &str = "kubejit.io/requester";
 pub const AGENT_ANNOTATION: &str = "kubejit.io/agent";
 pub const PURPOSE_ANNOTATION: &str = "kubejit.io/purpose";
 /// Annotation on a grant identity: its delegation chain (JSON, oldest first).
+/// On a grant ServiceAccount: the one username (besides the operator) that
+/// admission lets mint tokens for it (`kube-jit-grant-tokens`).
+pub const TOKEN_MINTER_ANNOTATION: &str = "kubejit.io/token-minter";
+/// On a grant ServiceAccount: the audiences (comma-separated) its tokens may carry.
+pub const TOKEN_AUDIENCES_ANNOTATION: &str = "kubejit.io/token-audiences";
 pub const CHAIN_ANNOTATION: &str = "kubejit.io/delegation-chain";
 /// Finalizer that holds an AccessRequest until its grant is revoked.
 pub const FINALIZER: &str = "kubejit.io/revoke";
@@ -60,6 +65,12 @@ pub fn is_grant_object_name(name: &str) -> bool {
     let Some(rest) = name.strip_prefix(PREFIX) else { return false };
     let id = rest.rsplit('-').next().unwrap_or_default();
     id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `name` is one [`object_name`] gives for grant `grant_id`: what a
+/// request's own grant may consist of, whatever its status records.
+pub fn is_object_of_grant(name: &str, grant_id: &str) -> bool {
+    name.strip_prefix(PREFIX).is_some_and(|rest| rest == grant_id || rest.ends_with(&format!("-{grant_id}")))
 }
 
 /// Lowercase letters, digits and single dashes; everything else becomes a dash.

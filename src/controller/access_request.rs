@@ -14,6 +14,7 @@ use kube::{Resource, ResourceExt};
 use super::context::{Behind, Context};
 use super::transitions::{self, Approval, end, write_status};
 use super::{delegation, extension};
+use crate::admission::Claims;
 use crate::api::access_policy::{Approval as PolicyApproval, ApprovalMode};
 use crate::api::access_request::{AccessRequest, AccessRequestStatus, GrantStatus, Phase};
 use crate::audit::{self, AuditEvent, Details};
@@ -88,6 +89,40 @@ async fn cleanup(request: &AccessRequest, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
+/// Revokes the grant of a request that is gone without its finalizer having
+/// run (an admin removed the finalizer, or a namespace was force-emptied):
+/// deletes what its last known status records, with retries, and audits it.
+/// Nothing is written to the request, which no longer exists.
+pub async fn revoke_vanished(ctx: &Context, request: &AccessRequest) {
+    let Some(status) = request.status.as_ref() else { return };
+    let Some(grant) = status.grant.as_ref().filter(|g| g.revoked_at.is_none()) else { return };
+    let name = request.name_any();
+    let mut attempt = 0;
+    let own = transitions::own_objects(request, &grant.objects);
+    while let Err(e) = super::objects::delete_refs(&ctx.client, &own).await {
+        attempt += 1;
+        // The sweep removes whatever remains once the grant's expiry passes.
+        if attempt >= 30 {
+            tracing::error!(request = %name, error = %e, "could not revoke a deleted request's grant; the sweep will");
+            return;
+        }
+        tracing::warn!(request = %name, error = %e, "revoking a deleted request's grant; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let why = "the AccessRequest was deleted without kube-jit's finalizer; its grant was revoked";
+    tracing::warn!(request = %name, namespace = ?request.namespace(), why);
+    let details = audit::Details {
+        grant_id: Some(&grant.id),
+        policy: status.policy.as_deref(),
+        reason: Some(reasons::REQUEST_DELETED),
+        message: Some(why),
+        ..Details::default()
+    };
+    audit::record(AuditEvent::Revoked, request, details);
+    crate::metrics::global().ended(Phase::Revoked, reasons::REQUEST_DELETED, Some(grant));
+    delegation::end_descendants(ctx, &grant.id, &name).await;
+}
+
 /// A terminal request whose grant objects may still exist (a crash between
 /// deleting and recording).
 fn needs_revocation(request: &AccessRequest) -> bool {
@@ -146,6 +181,19 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
         hold(request, ctx, status, reasons::ADMISSION_POLICIES_MISSING, why, true).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
+    if !ctx.admitted(Claims::Requester, request.creation_timestamp().map(|t| t.0)) {
+        // Created while a policy was missing, lenient or changing: the
+        // requester and group claims were never checked, and never will be.
+        let since = ctx.admission_in_force_since(Claims::Requester).map_or("now".to_string(), |t| t.to_string());
+        let why = format!(
+            "created at {}, before {} was last installed or changed at {since} (+{}s to take effect); \
+             its requester claims were never checked; create it again",
+            request.creation_timestamp().map_or("?".to_string(), |t| t.0.to_string()),
+            Claims::Requester.policy(),
+            crate::admission::ADMISSION_SETTLE.as_secs()
+        );
+        return transitions::deny(request, ctx, status, reasons::ADMISSION_NOT_PROVEN, why).await;
+    }
     if let Some(parent) = delegation::parent_of(ctx, request) {
         return delegation::decide(request, ctx, status, &parent).await;
     }
@@ -162,6 +210,10 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
             reasons::INVALID_REQUEST
         } else if !evaluation.rate_limited.is_empty() {
             reasons::RATE_LIMITED
+        } else if status.policy.is_some() {
+            // Allowed before (and waiting for approvals): what changed since is
+            // a withdrawal, not a request nobody would have allowed.
+            reasons::POLICY_WITHDRAWN
         } else {
             reasons::NO_POLICY_ALLOWS
         };
@@ -184,7 +236,7 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
     };
     if allowed.approvals_required > 0 {
         let policy = policies.iter().find(|p| p.name_any() == allowed.policy).expect("allowed policy is cached");
-        let count = count_approvals(request, ctx, &policy.spec.approval, allowed.approvals_required);
+        let count = count_approvals(request, ctx, &policy.spec.approval, allowed.approvals_required, Admission::Judge);
         status.approvals = Some(count.tally.clone());
         if let Some(by) = &count.tally.denied_by {
             let why = format!("denied by {by}");
@@ -254,9 +306,8 @@ async fn live(
         }
     } else if let Err(why) = still_allowed(request, ctx, &status) {
         return end(request, ctx, Phase::Revoked, reasons::POLICY_WITHDRAWN, why).await;
-    } else if let Some(by) = denied_after_grant(request, ctx, &status) {
-        let why = format!("denied by {by} after it was granted");
-        return end(request, ctx, Phase::Revoked, reasons::DENIED_BY_APPROVER, why).await;
+    } else if let Some((reason, why)) = approvals_withdrawn(request, ctx, &status) {
+        return end(request, ctx, Phase::Revoked, reason, why).await;
     }
 
     if status.phase == Phase::Approved {
@@ -264,8 +315,19 @@ async fn live(
         let plan = transitions::replan(ctx, request, expires_at)?;
         return transitions::make(request, ctx, status, plan, expires_at).await;
     }
+    let mut plan = None;
     for object in &grant.objects {
         if !ctx.object_exists(object).await? {
+            // What makes the grant usable is made after Granted is recorded:
+            // missing, it is (re)made. Only the requester's mint right and the
+            // token Secret are, never the rights themselves.
+            let plan = match &plan {
+                Some(p) => p,
+                None => plan.insert(transitions::replan(ctx, request, expires_at)?),
+            };
+            if plan.part_of(&object.kind, &object.name) == crate::grant::Part::Usable {
+                return transitions::make_usable(request, ctx, plan, expires_at).await;
+            }
             if status.delegation_chain.len() > 1
                 && let Err(why) = delegation::parent_live_now(ctx, &status).await
             {
@@ -302,19 +364,57 @@ fn still_allowed(request: &AccessRequest, ctx: &Context, status: &AccessRequestS
     ))
 }
 
-/// An authorized denial that arrived after the grant was made.
-fn denied_after_grant(request: &AccessRequest, ctx: &Context, status: &AccessRequestStatus) -> Option<String> {
+/// A grant under a Manual policy stays only while its approvals still meet
+/// the policy as it is now: an authorized denial that arrived after the grant
+/// ends it (`DeniedByApprover`), and so does a change of approvers, of the
+/// number required, or of the agent's owner that leaves too few
+/// (`PolicyWithdrawn`). Approvals are not re-judged by when admission was in
+/// force: they were when the grant was made.
+fn approvals_withdrawn(
+    request: &AccessRequest,
+    ctx: &Context,
+    status: &AccessRequestStatus,
+) -> Option<(&'static str, String)> {
     let policies = ctx.stores.policies.state();
     let policy = policies.iter().find(|p| Some(p.name_any()) == status.policy)?;
-    if policy.spec.approval.mode != ApprovalMode::Manual {
+    let rules = &policy.spec.approval;
+    if rules.mode != ApprovalMode::Manual {
         return None;
     }
-    count_approvals(request, ctx, &policy.spec.approval, policy.spec.approval.required).tally.denied_by
+    let count = count_approvals(request, ctx, rules, rules.required.max(1), Admission::AlreadyJudged);
+    if let Some(by) = count.tally.denied_by {
+        return Some((reasons::DENIED_BY_APPROVER, format!("denied by {by} after it was granted")));
+    }
+    if !count.satisfied() {
+        let (have, need) = (count.tally.approved_by.len(), rules.required.max(1));
+        let mut why = format!("policy {} now counts {have}/{need} approvals for it", policy.name_any());
+        if !count.ignored.is_empty() {
+            let ignored: Vec<_> = count.ignored.iter().map(|i| format!("{}: {}", i.approver, i.reason)).collect();
+            why.push_str(&format!(" (not counted: {})", ignored.join("; ")));
+        }
+        return Some((reasons::POLICY_WITHDRAWN, why));
+    }
+    None
+}
+
+/// Whether approvals made before admission was in force are set aside.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// Deciding now: approvals must have been admitted under every policy.
+    Judge,
+    /// Re-checking a grant: its approvals were judged when it was made.
+    AlreadyJudged,
 }
 
 /// The approvals of `request` under a policy's `approval` rules, none counted
 /// from anyone with a conflict of interest (see [`approval::Conflicts`]).
-fn count_approvals(request: &AccessRequest, ctx: &Context, rules: &PolicyApproval, required: i32) -> approval::Count {
+fn count_approvals(
+    request: &AccessRequest,
+    ctx: &Context,
+    rules: &PolicyApproval,
+    required: i32,
+    admission: Admission,
+) -> approval::Count {
     let ns = request.namespace();
     let name = request.name_any();
     let mut approvals: Vec<_> = ctx
@@ -331,6 +431,13 @@ fn count_approvals(request: &AccessRequest, ctx: &Context, rules: &PolicyApprova
         })
         .collect();
     approvals.sort_by_key(|a| (a.creation_timestamp().map(|t| t.0), a.name_any()));
+    // An approval made while admission was not in force may name anyone as
+    // its approver: it counts for nothing (a denial still ends the request).
+    let (approvals, unproven): (Vec<_>, Vec<_>) = approvals.into_iter().partition(|a| {
+        admission == Admission::AlreadyJudged
+            || a.spec.decision != crate::api::access_approval::Decision::Approve
+            || ctx.admitted(Claims::Approver, a.creation_timestamp().map(|t| t.0))
+    });
     let mut conflicts = approval::Conflicts::of_requester(&request.spec.requester.user);
     if !rules.owner_may_approve {
         // The owner of every AgentIdentity the request acts for: the one it
@@ -347,5 +454,10 @@ fn count_approvals(request: &AccessRequest, ctx: &Context, rules: &PolicyApprova
             }
         }
     }
-    approval::count(approvals.iter().map(|a| &a.spec), &conflicts, &rules.approvers, required)
+    let mut count = approval::count(approvals.iter().map(|a| &a.spec), &conflicts, &rules.approvers, required);
+    count.ignored.extend(unproven.iter().map(|a| approval::Ignored {
+        approver: a.spec.approver.clone(),
+        reason: "made before kube-jit-approver-is-creator was in force, so its approver is unproven",
+    }));
+    count
 }

@@ -9,6 +9,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt, core::PartialObjectMeta};
 
+use crate::admission::Claims;
 use crate::api::access_approval::AccessApproval;
 use crate::api::access_policy::AccessPolicy;
 use crate::api::access_request::{AccessRequest, AccessRequestStatus, Phase};
@@ -155,6 +156,8 @@ pub struct Context {
     pub events: super::events::Publisher,
     /// Trust domain of default SPIFFE IDs.
     pub trust_domain: String,
+    /// The audiences tokens for grant identities may carry (see [`super::Settings::token_audiences`]).
+    pub token_audiences: Vec<String>,
     /// Held while a request is decided, so concurrent decisions see each
     /// other's grants when enforcing per-subject limits.
     pub decisions: tokio::sync::Mutex<()>,
@@ -204,6 +207,7 @@ impl Context {
             client,
             stores,
             trust_domain,
+            token_audiences: Vec::new(),
             decisions: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(BTreeMap::new()),
             written: std::sync::Mutex::new(BTreeMap::new()),
@@ -359,6 +363,25 @@ impl Context {
         let policies = self.stores.admission_policies.state();
         let bindings = self.stores.admission_bindings.state();
         crate::admission::check(policies.iter().map(|p| p.as_ref()), bindings.iter().map(|b| b.as_ref()))
+    }
+
+    /// Since when the policy checking `claims` has been in force as shipped
+    /// (see [`crate::admission::in_force_since`]): claims made earlier prove nothing.
+    pub fn admission_in_force_since(&self, claims: Claims) -> Option<jiff::Timestamp> {
+        let policies = self.stores.admission_policies.state();
+        let bindings = self.stores.admission_bindings.state();
+        crate::admission::in_force_since(
+            claims,
+            policies.iter().map(|p| p.as_ref()),
+            bindings.iter().map(|b| b.as_ref()),
+        )
+    }
+
+    /// Whether `claims` made at `created` were admitted under their policy
+    /// (never while any policy is missing, edited or lenient now).
+    pub fn admitted(&self, claims: Claims, created: Option<jiff::Timestamp>) -> bool {
+        self.admission_ready().is_ok()
+            && created.is_some_and(|c| crate::admission::admitted_under(c, self.admission_in_force_since(claims)))
     }
 
     /// The AgentIdentity a request is for, from the cache.

@@ -11,6 +11,7 @@ use kube::{Resource, ResourceExt};
 use super::context::Context;
 use super::objects;
 use super::transitions::{self, replan, write_status};
+use crate::admission::Claims;
 use crate::api::access_request::{AccessRequest, AccessRequestStatus, ExtensionOutcome};
 use crate::audit::{self, AuditEvent, Details};
 use crate::conditions::{self, reasons, types};
@@ -42,6 +43,25 @@ pub async fn extend(
         .or(grant.started_at.as_ref())
         .map_or(expires_at, |t| t.0);
 
+    // Appended while admission was not in force, an extension may come from
+    // anyone who can patch the request: it is refused, not decided on.
+    // Refused at once while admission is missing (who appended it cannot be
+    // known then, nor later: the managedFields time read below is written by
+    // clients too); otherwise by the time its field was last written.
+    let unproven = match ctx.admission_ready() {
+        Err(why) => Some(format!("kube-jit's admission policies are not in force ({why}), so its author is unproven")),
+        Ok(()) => {
+            let written_at = extensions_written_at(ctx, request).await?;
+            (!ctx.admitted(Claims::Requester, written_at)).then(|| {
+                format!(
+                    "it was written at {}, before {} was last installed or changed (+{}s), so its author is unproven",
+                    written_at.map_or("an unknown time".to_string(), |t| t.to_string()),
+                    Claims::Requester.policy(),
+                    crate::admission::ADMISSION_SETTLE.as_secs()
+                )
+            })
+        }
+    };
     let mut new_expiry = expires_at;
     let mut granted_before = status.extensions.iter().filter(|e| e.granted).count();
     let now = Timestamp::now();
@@ -55,7 +75,11 @@ pub async fn extend(
             parent_expires_at,
             now,
         };
-        let (granted, message) = match extension::decide(by, &facts) {
+        let decision = match &unproven {
+            Some(why) => Err(why.clone()),
+            None => extension::decide(by, &facts),
+        };
+        let (granted, message) = match decision {
             Ok(t) => {
                 new_expiry = t;
                 granted_before += 1;
@@ -116,4 +140,22 @@ pub async fn extend(
         ctx.event(&written, !answer.granted, reason, answer.message.clone()).await;
     }
     Ok(transitions::until(new_expiry))
+}
+
+/// When `spec.extensions` was last written, from the request's managedFields
+/// (read fresh: the cache drops them). `None` if no entry owns it.
+async fn extensions_written_at(ctx: &Context, request: &AccessRequest) -> Result<Option<Timestamp>> {
+    let api: kube::Api<AccessRequest> =
+        kube::Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
+    let fresh = api.get(&request.name_any()).await?;
+    Ok(fresh
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| {
+            f.fields_v1.as_ref().is_some_and(|v| v.0.get("f:spec").and_then(|s| s.get("f:extensions")).is_some())
+        })
+        .filter_map(|f| f.time.as_ref().map(|t| t.0))
+        .max())
 }

@@ -52,6 +52,9 @@ pub struct Settings {
     pub leader_election: Option<LeaseSettings>,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None`: nowhere.
     pub http_addr: Option<SocketAddr>,
+    /// The audiences tokens for grant identities may carry; empty: the API
+    /// server's default audiences ([`api_client::api_server_audiences`]).
+    pub token_audiences: Vec<String>,
 }
 
 impl Default for Settings {
@@ -61,6 +64,7 @@ impl Default for Settings {
             trust_domain: "cluster.local".into(),
             leader_election: None,
             http_addr: None,
+            token_audiences: Vec::new(),
         }
     }
 }
@@ -74,6 +78,9 @@ enum Change {
     Rbac,
     /// Re-decide one request (an approval of it changed).
     Approval(ObjectRef<AccessRequest>),
+    /// Re-decide the requests that target or live in this namespace (its
+    /// labels changed, or it came or went).
+    Namespace(String),
 }
 
 /// Cached objects never need their managedFields (often most of an object's
@@ -83,27 +90,49 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
 }
 
 /// Starts a reflector for `K` in its own task, announcing each change `what` maps it to.
-fn cache<K>(api: Api<K>, changes: &broadcast::Sender<Change>, what: fn(&K) -> Option<Change>) -> Store<K>
+fn cache<K>(api: Api<K>, changes: &broadcast::Sender<Change>, what: impl ChangeOf<K>) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     cache_selected(api, watcher::Config::default(), changes, what)
 }
 
+/// What a change of a cached object means to the controllers, if anything.
+trait ChangeOf<K>: Fn(&K) -> Option<Change> + Send + 'static {}
+impl<K, F: Fn(&K) -> Option<Change> + Send + 'static> ChangeOf<K> for F {}
+
 /// [`cache`] of the objects `config` selects.
 fn cache_selected<K>(
     api: Api<K>,
     config: watcher::Config,
     changes: &broadcast::Sender<Change>,
-    what: fn(&K) -> Option<Change>,
+    what: impl ChangeOf<K>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    reflect(watcher(api, config).modify(drop_managed_fields), changes, what)
+}
+
+/// [`cache`] keeping managedFields: the admission objects' write times are
+/// what proves since when admission has been in force (few, small objects).
+fn cache_with_fields<K>(api: Api<K>, changes: &broadcast::Sender<Change>, what: impl ChangeOf<K>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    reflect(watcher(api, watcher::Config::default()), changes, what)
+}
+
+fn reflect<K>(
+    events: impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    changes: &broadcast::Sender<Change>,
+    what: impl ChangeOf<K>,
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).modify(drop_managed_fields))
-        .backoff(backoff::watches())
-        .touched_objects();
+    let stream = reflector::reflector(writer, events).backoff(backoff::watches()).touched_objects();
     let changes = changes.clone();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
@@ -156,8 +185,8 @@ impl Caches {
         Caches {
             policies: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
             agents: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
-            admission_policies: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
-            admission_bindings: cache(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
+            admission_policies: cache_with_fields(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
+            admission_bindings: cache_with_fields(Api::all(client.clone()), &changes, |_| Some(Change::Decisions)),
             // Standing-privilege checks read every binding, kube-jit's labels
             // or not: a label proves nothing, what grants recorded does. A
             // binding whose subjects are all grant identities cannot give an
@@ -172,7 +201,16 @@ impl Caches {
             approvals: cache(Api::all(client.clone()), &changes, |a: &AccessApproval| {
                 Some(Change::Approval(ObjectRef::new(&a.spec.request).within(&a.namespace()?)))
             }),
-            namespaces: cache(Api::all(client.clone()), &changes, |_| None),
+            namespaces: {
+                // Policies select namespaces by label: a relabelled namespace
+                // re-decides what targets it. Other updates (status, annotations) do not.
+                let seen = std::sync::Mutex::new(std::collections::BTreeMap::new());
+                cache(Api::all(client.clone()), &changes, move |ns: &PartialObjectMeta<Namespace>| {
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    let changed = seen.insert(ns.name_any(), ns.labels().clone()).as_ref() != Some(ns.labels());
+                    changed.then(|| Change::Namespace(ns.name_any()))
+                })
+            },
             changes,
         }
     }
@@ -337,13 +375,33 @@ async fn act(
 ) -> Result<()> {
     let requests_api = Api::<AccessRequest>::all(client.clone());
     let (reader, writer) = reflector::store();
+    // Requests deleted by any path that skipped the finalizer (stripped by an
+    // admin, the garbage collector following an ownerReference set while
+    // admission was off) still have their grants revoked, from the last copy.
+    let (vanished_tx, mut vanished_rx) = tokio::sync::mpsc::unbounded_channel::<AccessRequest>();
     let requests =
         reflector::reflector(writer, watcher(requests_api, watcher::Config::default()).modify(drop_managed_fields))
             .backoff(backoff::watches())
+            .inspect(move |event| {
+                if let Ok(watcher::Event::Delete(request)) = event {
+                    let _ = vanished_tx.send(request.clone());
+                }
+            })
             .applied_objects();
     let controller = Controller::for_stream(requests, reader);
     let (managed_objects, managed_changes) = managed::ManagedObjects::start(&client);
-    let ctx = Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone());
+    let mut ctx = Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone());
+    ctx.token_audiences = settings.token_audiences.clone();
+    while ctx.token_audiences.is_empty() {
+        // Grant identities record them; without them no token could be minted.
+        match api_client::api_server_audiences(&client).await {
+            Ok(audiences) => ctx.token_audiences = audiences,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not learn the API server's token audiences (set --token-audiences); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
     let ctx = Arc::new(ctx.with_managed(managed_objects).with_held_lines(held));
     crate::metrics::global().set_leader(Some(controller.store()));
     if let Err(why) = ctx.admission_ready() {
@@ -404,6 +462,14 @@ async fn act(
         let ctx = ctx.clone();
         async move { sweep::guard_expiries(&ctx, ctx.stores.requests.clone(), EXPIRY_GRACE, settings.sweep_interval).await }
     };
+    let vanished = {
+        let ctx = ctx.clone();
+        async move {
+            while let Some(request) = vanished_rx.recv().await {
+                access_request::revoke_vanished(&ctx, &request).await;
+            }
+        }
+    };
     let approval_triggers = caches.subscribe(
         |c| match c {
             Change::Approval(r) => Some(r),
@@ -412,6 +478,29 @@ async fn act(
         None,
     );
     let everything = caches.subscribe(|c| matches!(c, Change::Decisions).then_some(()), Some(()));
+    let namespace_triggers = {
+        let requests = controller.store();
+        // A missed change (the receiver fell behind) re-decides every open request.
+        let changed = caches.subscribe(
+            |c| match c {
+                Change::Namespace(ns) => Some(Some(ns)),
+                _ => None,
+            },
+            Some(None),
+        );
+        changed.flat_map(move |ns: Option<String>| {
+            let affected: Vec<_> = requests
+                .state()
+                .iter()
+                .filter(|r| !r.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+                .filter(|r| {
+                    ns.as_ref().is_none_or(|ns| r.spec.namespaces.contains(ns) || r.namespace().as_ref() == Some(ns))
+                })
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect();
+            futures::stream::iter(affected)
+        })
+    };
     let rbac = caches.subscribe(|c| matches!(c, Change::Rbac).then_some(()), Some(()));
     let agents_controller = Controller::new(Api::<AgentIdentity>::all(client.clone()), watcher::Config::default());
     let agents_stop = stop_once_ready(stop.clone(), agents_controller.store());
@@ -428,6 +517,7 @@ async fn act(
     let requests_controller = controller
         .reconcile_on(managed_changes)
         .reconcile_on(approval_triggers)
+        .reconcile_on(namespace_triggers)
         .reconcile_all_on(everything)
         .trigger_backoff(backoff::watches())
         .graceful_shutdown_on(requests_stop)
@@ -444,6 +534,7 @@ async fn act(
         _ = futures::future::join(requests_controller, agents_controller) => {}
         _ = sweeper => {}
         _ = expiries => {}
+        _ = vanished => {}
         _ = past_grace(stop) => {
             // As after a crash: the next leader finishes what these started.
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace: stopping them");

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::ObjectRef;
 use crate::error::{Error, Result};
-use crate::grant::{Managed, Plan, Stage};
+use crate::grant::{Managed, Part, Plan, Stage};
 
 /// The field manager of everything kube-jit writes.
 pub const FIELD_MANAGER: &str = "kube-jit";
@@ -56,11 +56,17 @@ async fn apply(client: &Client, object: &Managed) -> Result<Option<Secret>> {
     }
 }
 
-/// Makes every object of the plan: roles, then identity, then bindings, each
-/// stage in parallel, so a binding never names something missing. Returns the
-/// token Secret, if the grant has one.
+/// Makes every object of the plan, both parts (see [`make_part`]).
 pub async fn make(client: &Client, plan: &Plan) -> Result<Option<Secret>> {
-    let order = plan.creation_order();
+    make_part(client, plan, Part::Access).await?;
+    make_part(client, plan, Part::Usable).await
+}
+
+/// Makes the objects of one part of the plan: roles, then identity, then
+/// bindings, each stage in parallel, so a binding never names something
+/// missing. Returns the token Secret, if the part has it.
+pub async fn make_part(client: &Client, plan: &Plan, part: Part) -> Result<Option<Secret>> {
+    let order = plan.part(part);
     let mut secret = None;
     for stage in order.chunk_by(|a, b| a.stage() == b.stage()) {
         for applied in try_join_all(stage.iter().map(|o| apply(client, o))).await? {
@@ -100,7 +106,20 @@ pub async fn delete_refs(client: &Client, refs: &[ObjectRef]) -> Result<usize> {
     let mut deleted = 0;
     for stage in [Stage::Bindings, Stage::Identity, Stage::Roles] {
         let batch = refs.iter().filter(|r| Stage::of_kind(&r.kind) == stage);
-        let results = try_join_all(batch.map(|r| delete_by_ref(client, &r.kind, &r.namespace, &r.name))).await?;
+        let results = try_join_all(batch.map(|r| async move {
+            match delete_by_ref(client, &r.kind, &r.namespace, &r.name).await {
+                // The right to delete token Secrets comes from a RoleBinding in
+                // their namespace, which may be gone (a namespace being deleted):
+                // the Secret is owned by the request, so the garbage collector
+                // removes it, and its token died with the grant's ServiceAccount.
+                Err(Error::Kube(kube::Error::Api(s))) if s.code == 403 && r.kind == "Secret" => {
+                    tracing::warn!(namespace = %r.namespace, name = %r.name, "may not delete the token Secret; left to the garbage collector");
+                    Ok(false)
+                }
+                other => other,
+            }
+        }))
+        .await?;
         deleted += results.into_iter().filter(|d| *d).count();
     }
     Ok(deleted)

@@ -15,7 +15,7 @@ use crate::api::access_request::{AccessRequest, AccessRequestStatus, DelegationH
 use crate::audit::{self, AuditEvent, Details};
 use crate::conditions::{self, reasons, types};
 use crate::error::Result;
-use crate::grant::{self, Holders, Plan};
+use crate::grant::{self, Holders, Part, Plan};
 use crate::names;
 use crate::policy::delegation;
 
@@ -107,6 +107,7 @@ fn plan_for(
         token_minter: ctx.agent_of(request).map(|a| names::service_account_username(&ns, &a.spec.service_account_name)),
         may_delegate: policy.is_some_and(|p| p.spec.delegation.allowed),
         chain_json: Some(serde_json::to_string(chain)?),
+        token_audiences: ctx.token_audiences.clone(),
     };
     Ok(grant::plan::plan_with(request, &expires_at.to_string(), &holders)?)
 }
@@ -117,7 +118,15 @@ pub fn replan(ctx: &Context, request: &AccessRequest, expires_at: Timestamp) -> 
     plan_for(ctx, request, status.policy.as_deref().unwrap_or(""), &status.delegation_chain, expires_at)
 }
 
-/// Makes the objects and marks the request Granted; schedules expiry.
+/// How long making a grant may keep failing (from its approval) before the
+/// operator gives up: everything made is removed and the request ends
+/// `Failed` with the API server's last message.
+pub const MAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Makes the grant in two parts with the record between them: the rights
+/// (roles, identity, bindings: unusable, as nobody can mint a token yet),
+/// then `Granted` and its audit line, then what makes it usable (the
+/// requester's right to mint, the token Secret). Schedules expiry.
 pub async fn make(
     request: &AccessRequest,
     ctx: &Context,
@@ -130,39 +139,10 @@ pub async fn make(
         let why = format!("{} does not exist; nothing was granted", missing.join(", "));
         return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
     }
-    let made = async {
-        let secret = objects::make(&ctx.client, &plan).await?;
-        let remaining = expires_at.duration_since(Timestamp::now()).as_secs();
-        match secret {
-            Some(secret) => objects::fill_token_secret(&ctx.client, &plan, &secret, remaining).await,
-            None => Ok(false),
-        }
-    };
-    let token_issued = match made.await {
-        Ok(issued) => issued,
-        Err(e) if e.is_transient() => {
-            // The API server or etcd is briefly unavailable or throttling: the
-            // expiry is recorded, so retrying (with the controller's backoff)
-            // finishes the grant, or revokes it if it expires meanwhile.
-            tracing::warn!(error = %e, request = %request.name_any(), "making the grant hit a transient error; retrying");
-            return Err(e);
-        }
-        Err(e) => {
-            // Fail closed: take down whatever was made, and say why.
-            tracing::warn!(error = %e, request = %request.name_any(), "making the grant failed; revoking");
-            let why = format!("could not make the grant: {}", e.user_message());
-            return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
-        }
-    };
-    let identity = names::service_account_username(&plan.holder.namespace, &plan.holder.name);
-    if token_issued {
-        let details = Details {
-            identity: Some(identity.clone()),
-            expires_at: Some(expires_at.to_string()),
-            ..Details::default()
-        };
-        audit::record(AuditEvent::TokenIssued, request, details);
+    if let Err(e) = objects::make_part(&ctx.client, &plan, Part::Access).await {
+        return making_failed(request, ctx, e).await;
     }
+    let identity = names::service_account_username(&plan.holder.namespace, &plan.holder.name);
     let now = Timestamp::now();
     let message = format!("{identity} holds the rights until {expires_at}");
     let generation = request.meta().generation;
@@ -176,14 +156,67 @@ pub async fn make(
         identity: Some(identity),
         ..AuditLine::of(AuditEvent::Granted, request, &status)
     };
-    if let Err(e) = write_status(ctx, request, &status).await {
-        ctx.hold_line(&e, request, line);
-        return Err(e);
-    }
+    let written = match write_status(ctx, request, &status).await {
+        Ok(written) => written,
+        Err(e) => {
+            ctx.hold_line(&e, request, line);
+            return Err(e);
+        }
+    };
     line.record();
     crate::metrics::global().granted(request, now);
     ctx.event(request, false, reasons::GRANTED, message).await;
+    make_usable(&written, ctx, &plan, expires_at).await
+}
+
+/// Makes a recorded grant usable: the requester's right to mint tokens for
+/// the grant identity, and the token Secret filled by the operator. Run after
+/// `Granted` is written, and again by the live check while any of it is missing.
+pub async fn make_usable(request: &AccessRequest, ctx: &Context, plan: &Plan, expires_at: Timestamp) -> Result<Action> {
+    let issued = async {
+        let secret = objects::make_part(&ctx.client, plan, Part::Usable).await?;
+        let remaining = expires_at.duration_since(Timestamp::now()).as_secs();
+        match secret {
+            Some(secret) => objects::fill_token_secret(&ctx.client, plan, &secret, remaining).await,
+            None => Ok(false),
+        }
+    };
+    match issued.await {
+        Ok(true) => {
+            let details = Details {
+                identity: Some(names::service_account_username(&plan.holder.namespace, &plan.holder.name)),
+                expires_at: Some(expires_at.to_string()),
+                ..Details::default()
+            };
+            audit::record(AuditEvent::TokenIssued, request, details);
+        }
+        Ok(false) => {}
+        Err(e) => return making_failed(request, ctx, e).await,
+    }
     Ok(until(expires_at))
+}
+
+/// A step of making failed. A transient error (the API server or etcd briefly
+/// unavailable or throttling, a webhook failing) is retried with the
+/// controller's backoff until [`MAKE_DEADLINE`] after the approval; any other
+/// error, or one past the deadline, takes down whatever was made and ends
+/// the request `Failed` with the API server's message.
+async fn making_failed(request: &AccessRequest, ctx: &Context, e: crate::error::Error) -> Result<Action> {
+    let status = request.status.clone().unwrap_or_default();
+    let approved_at = status.conditions.iter().find(|c| c.type_ == types::APPROVED).map(|c| c.last_transition_time.0);
+    let deadline = jiff::SignedDuration::try_from(MAKE_DEADLINE).unwrap_or_default();
+    let within = approved_at.is_some_and(|t| Timestamp::now() < t + deadline);
+    if e.is_transient() && within {
+        tracing::warn!(error = %e, request = %request.name_any(), "making the grant hit a transient error; retrying");
+        return Err(e);
+    }
+    tracing::warn!(error = %e, request = %request.name_any(), "making the grant failed; revoking");
+    let why = if e.is_transient() {
+        format!("could not make the grant within {}s: {}", MAKE_DEADLINE.as_secs(), e.user_message())
+    } else {
+        format!("could not make the grant: {}", e.user_message())
+    };
+    end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await
 }
 
 /// Ends a request (see [`end_one`]) and every grant delegated from it.
@@ -214,7 +247,7 @@ pub async fn end_one(
     let mut status = request.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     if let Some(grant) = status.grant.as_mut() {
-        objects::delete_refs(&ctx.client, &grant.objects).await?;
+        objects::delete_refs(&ctx.client, &own_objects(request, &grant.objects)).await?;
         if grant.revoked_at.is_none() {
             grant.revoked_at = Some(Time(Timestamp::now()));
         }
@@ -299,4 +332,23 @@ pub async fn write_status(
     let written = api.patch_status(&request.name_any(), &params, &Patch::Apply(&patch)).await?;
     ctx.wrote(&written);
     Ok(written)
+}
+
+/// The recorded objects `request`'s grant may consist of: named for the grant
+/// id computed from the request itself (namespace, name, uid), never from
+/// what its status says. Anything else recorded is logged and left alone:
+/// revocation deletes nothing kube-jit did not name.
+pub fn own_objects(request: &AccessRequest, recorded: &[crate::api::ObjectRef]) -> Vec<crate::api::ObjectRef> {
+    let id = names::grant_id(
+        &request.namespace().unwrap_or_default(),
+        &request.name_any(),
+        &request.uid().unwrap_or_default(),
+    );
+    let (own, foreign): (Vec<_>, Vec<_>) =
+        recorded.iter().cloned().partition(|o| names::is_object_of_grant(&o.name, &id));
+    for o in &foreign {
+        tracing::warn!(request = %request.name_any(), kind = %o.kind, namespace = %o.namespace, name = %o.name,
+            "status records an object this grant never names; not deleted");
+    }
+    own
 }

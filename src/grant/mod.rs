@@ -3,4 +3,4 @@
 
 pub mod plan;
 
-pub use plan::{Holders, Managed, Plan, Stage, plan};
+pub use plan::{Holders, Managed, Part, Plan, Stage, plan};

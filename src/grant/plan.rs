@@ -90,6 +90,21 @@ pub struct Plan {
     /// requester's own.
     pub holder: ObjectRef,
     pub objects: Vec<Managed>,
+    /// The name of the token Role and RoleBinding (the requester's right to
+    /// mint tokens for the grant identity), if the grant has them.
+    pub mint_right: Option<String>,
+}
+
+/// The two parts of a grant, made in this order with the `Granted` record
+/// between them: nobody can use the grant identity (no token can be minted
+/// for it) until the grant is recorded and audited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Roles, the identity and its bindings: the rights, unusable without a token.
+    Access,
+    /// The requester's right to mint tokens (token Role and RoleBinding) and
+    /// the token Secret: what makes the identity usable.
+    Usable,
 }
 
 impl Plan {
@@ -99,6 +114,18 @@ impl Plan {
         let mut v: Vec<&Managed> = self.objects.iter().collect();
         v.sort_by_key(|o| std::cmp::Reverse(o.stage()));
         v
+    }
+
+    /// Which part of the grant `object` belongs to.
+    pub fn part_of(&self, kind: &str, name: &str) -> Part {
+        let mint_right = matches!(kind, "Role" | "RoleBinding") && self.mint_right.as_deref() == Some(name);
+        if mint_right || kind == "Secret" { Part::Usable } else { Part::Access }
+    }
+
+    /// The objects of `part`, in creation order.
+    pub fn part(&self, part: Part) -> Vec<&Managed> {
+        let name = |o: &Managed| o.metadata().name.clone().unwrap_or_default();
+        self.creation_order().into_iter().filter(|o| self.part_of(o.kind(), &name(o)) == part).collect()
     }
 
     /// The ephemeral ServiceAccount, if the grant has one.
@@ -138,6 +165,9 @@ pub struct Holders {
     pub may_delegate: bool,
     /// The delegation chain, recorded on the grant identity.
     pub chain_json: Option<String>,
+    /// The audiences tokens for the grant identity may carry (the API
+    /// server's own), recorded on it for admission to enforce.
+    pub token_audiences: Vec<String>,
 }
 
 /// The ClusterRole bound to grant identities that may delegate.
@@ -192,9 +222,14 @@ pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -
     let holder = match spec.delivery.mode {
         DeliveryMode::EphemeralServiceAccount => {
             let mut sa_meta = meta(&base_name, Some(&namespace));
+            let minter = holders.token_minter.as_deref().unwrap_or(&spec.requester.user);
+            let sa_annotations = sa_meta.annotations.get_or_insert_default();
             if let Some(chain) = &holders.chain_json {
-                sa_meta.annotations.get_or_insert_default().insert(names::CHAIN_ANNOTATION.to_string(), chain.clone());
+                sa_annotations.insert(names::CHAIN_ANNOTATION.to_string(), chain.clone());
             }
+            // What admission (kube-jit-grant-tokens) holds tokens for it to.
+            sa_annotations.insert(names::TOKEN_MINTER_ANNOTATION.to_string(), minter.to_string());
+            sa_annotations.insert(names::TOKEN_AUDIENCES_ANNOTATION.to_string(), holders.token_audiences.join(","));
             objects.push(Managed::ServiceAccount(ServiceAccount {
                 metadata: sa_meta,
                 automount_service_account_token: Some(false),
@@ -215,9 +250,7 @@ pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -
             objects.push(Managed::RoleBinding(RoleBinding {
                 metadata: meta(&token_name, Some(&namespace)),
                 role_ref: role_ref("Role", &token_name),
-                subjects: Some(vec![requester_subject(
-                    holders.token_minter.as_deref().unwrap_or(&spec.requester.user),
-                )]),
+                subjects: Some(vec![requester_subject(minter)]),
             }));
             if holders.may_delegate {
                 // Possession of this grant is proven by authenticating as it:
@@ -297,7 +330,9 @@ pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -
             }));
         }
     }
-    Ok(Plan { grant_id: id, holder, objects })
+    let mint_right = matches!(spec.delivery.mode, DeliveryMode::EphemeralServiceAccount)
+        .then(|| names::object_name(&name, "token", &id));
+    Ok(Plan { grant_id: id, holder, objects, mint_right })
 }
 
 fn role_ref(kind: &str, name: &str) -> RoleRef {
