@@ -13,7 +13,7 @@ use kube::{Client, Config};
 use serde::Serialize;
 
 use super::{CliError, exit};
-use crate::api::AgentIdentity;
+use crate::api::{AccessRequest, AgentIdentity};
 use crate::policy::risk::{self, BoundRole, Risk};
 use crate::policy::standing_privilege::{self, Finding};
 
@@ -102,6 +102,9 @@ pub struct Snapshot {
     pub roles: Vec<Role>,
     pub cluster_roles: Vec<ClusterRole>,
     pub agents: Vec<AgentIdentity>,
+    /// Every AccessRequest: the objects their live grants recorded are
+    /// kube-jit's (its label alone proves nothing).
+    pub requests: Vec<AccessRequest>,
 }
 
 /// Runs the command; returns the exit code.
@@ -181,6 +184,12 @@ pub async fn fetch(client: &Client, namespace: Option<&str>) -> Result<Snapshot,
         agent_api.list(&lp),
     );
 
+    // Every namespace: a grant made from elsewhere may bind here.
+    let requests = match Api::<AccessRequest>::all(client.clone()).list(&lp).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(e) => return Err(failed("accessrequests", all, e)),
+    };
     let agents = match agents {
         Ok(list) => list.items,
         // Without kube-jit's CRDs there are no AgentIdentities; the rest still stands.
@@ -198,6 +207,7 @@ pub async fn fetch(client: &Client, namespace: Option<&str>) -> Result<Snapshot,
         roles: roles.map_err(|e| failed("roles", all, e))?.items,
         cluster_roles: cluster_roles.map_err(|e| failed("clusterroles", "", e))?.items,
         agents,
+        requests,
     })
 }
 
@@ -234,17 +244,17 @@ pub fn build(snapshot: &Snapshot) -> Inventory {
         let ns = a.metadata.namespace.as_deref().unwrap_or("");
         agents.entry((ns, &a.spec.service_account_name)).or_default().push(a.metadata.name.as_deref().unwrap_or(""));
     }
+    let recorded = standing_privilege::Recorded::of(&snapshot.requests);
     let mut identities = Vec::new();
     for sa in &snapshot.service_accounts {
         let (ns, name) = (sa.namespace.as_deref().unwrap_or(""), sa.name.as_deref().unwrap_or(""));
-        let managed = standing_privilege::labelled_as_kube_jit("ServiceAccount", sa);
-        // The inventory reads no grants yet: kube-jit's label is taken at its word here.
+        let managed = recorded.contains("ServiceAccount", sa);
         let findings = standing_privilege::findings(
             ns,
             name,
             &snapshot.role_bindings,
             &snapshot.cluster_role_bindings,
-            standing_privilege::labelled_as_kube_jit,
+            |kind: &str, meta: &ObjectMeta| recorded.contains(kind, meta),
         );
         let bound: Vec<BoundRole> = findings.iter().map(|f| BoundRole { finding: f, rules: rules_of(f) }).collect();
         let legacy_tokens: Vec<LegacyToken> = snapshot
@@ -359,6 +369,7 @@ mod tests {
                 sa("a", "bot", json!({})),
                 sa("a", "idle", json!({})),
                 sa("a", "jit-x-1", json!({"app.kubernetes.io/managed-by": "kube-jit"})),
+                sa("a", "jit-forged", json!({"app.kubernetes.io/managed-by": "kube-jit"})),
             ],
             token_secrets: vec![from(json!({"namespace": "a", "name": "bot-token",
                 "annotations": {"kubernetes.io/service-account.name": "bot"},
@@ -374,25 +385,33 @@ mod tests {
             ],
             agents: vec![from(json!({"metadata": {"namespace": "a", "name": "deployer"},
                 "spec": {"owner": "team", "serviceAccountName": "bot"}}))],
+            // jit-x-1 is a live grant's identity; "jit-forged" only carries the label.
+            requests: vec![from(json!({"metadata": {"namespace": "a", "name": "r"},
+                "spec": {"requester": {"user": "u"}, "role": {"kind": "ClusterRole", "name": "view"}, "namespaces": ["b"]},
+                "status": {"phase": "Granted", "grant": {"id": "x", "objects": [
+                    {"kind": "ServiceAccount", "namespace": "a", "name": "jit-x-1"}]}}}))],
             ..Snapshot::default()
         };
         let inv = build(&snapshot);
         let got: Vec<(&str, Risk)> = inv.service_accounts.iter().map(|i| (i.name.as_str(), i.risk)).collect();
-        assert_eq!(got, [("bot", Risk::Critical), ("idle", Risk::Low), ("jit-x-1", Risk::Managed)]);
+        assert_eq!(
+            got,
+            [("bot", Risk::Critical), ("idle", Risk::Low), ("jit-forged", Risk::Low), ("jit-x-1", Risk::Managed)]
+        );
         let bot = &inv.service_accounts[0];
         assert_eq!(bot.reason, "can read secrets via RoleBinding b/reads → Role/reader (directly)");
         assert_eq!(bot.agent_identity.as_deref(), Some("deployer"));
         assert_eq!(bot.legacy_tokens[0].last_used.as_deref(), Some("2026-05-01"));
         assert_eq!(inv.summary["critical"], 1);
-        assert_eq!(inv.summary["total"], 3);
+        assert_eq!(inv.summary["total"], 4);
 
         let text = table(&inv, false, false);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("SERVICEACCOUNT   RISK       STANDING      LEGACY-TOKENS   AGENT"), "{text}");
         assert!(lines[1].starts_with("bot              critical   Role/reader   1               deployer"), "{text}");
-        assert_eq!(lines.last().unwrap(), &"3 ServiceAccounts: 1 critical, 0 high, 0 medium, 1 low, 1 managed");
+        assert_eq!(lines.last().unwrap(), &"4 ServiceAccounts: 1 critical, 0 high, 0 medium, 2 low, 1 managed");
         let bare = table(&inv, true, true);
         assert!(bare.starts_with("a   bot "), "{bare}");
-        assert_eq!(bare.lines().count(), 3);
+        assert_eq!(bare.lines().count(), 4);
     }
 }

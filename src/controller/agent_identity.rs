@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::context::Context;
 use super::objects::FIELD_MANAGER;
-use crate::api::access_request::{AccessRequest, Phase};
+use crate::api::access_request::Phase;
 use crate::api::agent_identity::{AgentIdentity, AgentIdentityStatus};
 use crate::conditions;
 use crate::error::Result;
@@ -88,16 +88,13 @@ pub async fn reconcile(agent: Arc<AgentIdentity>, ctx: Arc<Context>) -> Result<A
     // kube-jit's bindings are those live grants recorded, never those merely
     // labelled as kube-jit's: anyone who writes bindings can set a label.
     let requests = ctx.stores.requests.state();
-    let recorded = live_grant_objects(&requests);
+    let recorded = standing_privilege::Recorded::of(requests.iter().map(|r| r.as_ref()));
     let findings = standing_privilege::findings(
         &ns,
         &agent.spec.service_account_name,
         role_bindings.iter().map(|b| b.as_ref()),
         cluster_role_bindings.iter().map(|b| b.as_ref()),
-        |kind: &str, meta: &kube::api::ObjectMeta| {
-            let key = (kind, meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""));
-            recorded.contains(&key)
-        },
+        |kind: &str, meta: &kube::api::ObjectMeta| recorded.contains(kind, meta),
     );
     let was_flagged = conditions::is_true(&status.conditions, types::STANDING_PRIVILEGE);
     if findings.is_empty() {
@@ -193,17 +190,4 @@ pub async fn flag_rate_limited(ctx: &Context, agent: &AgentIdentity, why: &str, 
             Err(e) => tracing::warn!(error = %e, agent = %agent.name_any(), "could not suspend"),
         }
     }
-}
-
-/// The objects live grants recorded in their status, as (kind, namespace, name):
-/// what kube-jit made and still answers for.
-fn live_grant_objects(requests: &[std::sync::Arc<AccessRequest>]) -> std::collections::BTreeSet<(&str, &str, &str)> {
-    requests
-        .iter()
-        .filter_map(|r| r.status.as_ref())
-        .filter(|s| !s.phase.is_terminal())
-        .filter_map(|s| s.grant.as_ref())
-        .filter(|g| g.revoked_at.is_none())
-        .flat_map(|g| g.objects.iter().map(|o| (o.kind.as_str(), o.namespace.as_str(), o.name.as_str())))
-        .collect()
 }

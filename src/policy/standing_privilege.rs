@@ -69,6 +69,32 @@ pub const DEFAULT_ROLES: [&str; 4] =
 pub trait Ours: Fn(&str, &ObjectMeta) -> bool {}
 impl<F: Fn(&str, &ObjectMeta) -> bool> Ours for F {}
 
+/// The objects live grants recorded in their status, as (kind, namespace,
+/// name): what kube-jit made and still answers for. Only the operator writes
+/// status, so unlike a label this is not a tenant's claim.
+#[derive(Debug, Default)]
+pub struct Recorded<'a>(std::collections::BTreeSet<(&'a str, &'a str, &'a str)>);
+
+impl<'a> Recorded<'a> {
+    pub fn of(requests: impl IntoIterator<Item = &'a crate::api::AccessRequest>) -> Recorded<'a> {
+        let live = requests
+            .into_iter()
+            .filter_map(|r| r.status.as_ref())
+            .filter(|s| !s.phase.is_terminal())
+            .filter_map(|s| s.grant.as_ref())
+            .filter(|g| g.revoked_at.is_none());
+        Recorded(
+            live.flat_map(|g| g.objects.iter().map(|o| (o.kind.as_str(), o.namespace.as_str(), o.name.as_str())))
+                .collect(),
+        )
+    }
+
+    /// Whether the object of `kind` with `meta` is one of them: an [`Ours`].
+    pub fn contains(&self, kind: &str, meta: &ObjectMeta) -> bool {
+        self.0.contains(&(kind, meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or("")))
+    }
+}
+
 /// Whether `meta` carries kube-jit's managed-by label: a claim anyone who can
 /// write the object can make, so only for callers that cannot see grants.
 pub fn labelled_as_kube_jit(_kind: &str, meta: &ObjectMeta) -> bool {
