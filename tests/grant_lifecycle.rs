@@ -249,11 +249,7 @@ async fn fails_closed_on_no_policy_and_on_hand_deleted_objects() {
     let granted =
         scenario::wait_phase(&w.admin, "agents", "with-secret", Phase::Granted, Duration::from_secs(20)).await;
     let secret_name = granted.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap().name;
-    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(w.admin.clone(), "agents")
-        .get(&secret_name)
-        .await
-        .unwrap();
-    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    let token = scenario::token_from_secret(&w.admin, "agents", &secret_name).await;
     let grant = w.cluster.client_with_token(&token);
     scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(30)).await;
     Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(w.admin.clone(), "team-a")
@@ -316,7 +312,12 @@ async fn grants_nothing_while_the_admission_policies_are_missing() {
             .any(|l| l["message"] == "not granting" && l["reason"] == "AdmissionPoliciesMissing")
     );
 
-    // Restored: the held request proceeds.
+    // Restored: the held request was made while nothing checked its claims,
+    // so it is denied for that; one made now is granted.
     w.cluster.install_crds_and_admission();
-    scenario::wait_phase(&w.admin, "agents", "unguarded", Phase::Granted, Duration::from_secs(30)).await;
+    let denied = scenario::wait_phase(&w.admin, "agents", "unguarded", Phase::Denied, Duration::from_secs(30)).await;
+    let reason = denied.status.unwrap().conditions.iter().find(|c| c.type_ == "Approved").map(|c| c.reason.clone());
+    assert_eq!(reason.as_deref(), Some("AdmissionNotProven"));
+    w.agent.request("guarded", view_request("5m")).await;
+    scenario::wait_phase(&w.admin, "agents", "guarded", Phase::Granted, Duration::from_secs(30)).await;
 }

@@ -150,6 +150,31 @@ async fn seed(cluster: &Cluster) -> String {
     let file = cluster.dir.join("inventory-seed.yaml");
     std::fs::write(&file, SEED).unwrap();
     cluster.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    // The grant identity is kube-jit's because a live grant records it (its
+    // label alone would prove nothing): a request whose status says so, as
+    // the operator would write it.
+    let me = cluster.kubectl(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    let request = serde_json::json!({"apiVersion": "kubejit.io/v1alpha1", "kind": "AccessRequest",
+        "metadata": {"name": "grant", "namespace": NS},
+        "spec": {"requester": {"user": me}, "role": {"kind": "ClusterRole", "name": "edit"}, "namespaces": [NS],
+                 "duration": "1h", "purpose": "seeded"}});
+    let request_file = cluster.dir.join("inventory-request.json");
+    std::fs::write(&request_file, request.to_string()).unwrap();
+    cluster.kubectl(&["create", "-f", request_file.to_str().unwrap()]);
+    let status = serde_json::json!({"status": {"phase": "Granted", "grant": {"id": "0a1b2c3d4e5f", "objects": [
+        {"kind": "ServiceAccount", "namespace": NS, "name": "jit-grant-0a1b2c3d4e5f"},
+        {"kind": "RoleBinding", "namespace": NS, "name": "jit-grant-0a1b2c3d4e5f"}]}}});
+    cluster.kubectl(&[
+        "patch",
+        "accessrequest",
+        "grant",
+        "-n",
+        NS,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
     let admin = cluster.admin();
     for ns in [NS, GROUP_NS] {
         let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);

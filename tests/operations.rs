@@ -92,9 +92,7 @@ async fn uninstall_revokes_every_grant_and_leaves_nothing_behind() {
     let minted_client = cluster.client_with_token(&agent.mint(&minted).await.unwrap());
     let secret_name =
         secret_grant.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap().name;
-    let secret =
-        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), "agents").get(&secret_name).await.unwrap();
-    let secret_client = cluster.client_with_token(&String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap());
+    let secret_client = cluster.client_with_token(&scenario::token_from_secret(&admin, "agents", &secret_name).await);
     for client in [&minted_client, &secret_client] {
         scenario::wait_pods_status(client, "team-a", 200, Duration::from_secs(30)).await;
     }

@@ -7,5 +7,21 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admission_gaps;
+mod grant_identities;
+mod grant_tokens;
+mod half_made;
+mod metadata_integrity;
 mod owned_objects;
+mod paused_leader;
+mod redecide;
 mod separation_of_duties;
+
+/// Asserts `result` is a refusal (403) by the admission policy `policy`, for the row `what`.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(result: Result<T, kube::Error>, policy: &str, what: &str) {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(policy) => {}
+        other => panic!("{what}: expected a 403 from {policy}, got {other:?}"),
+    }
+}

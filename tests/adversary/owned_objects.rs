@@ -32,8 +32,8 @@ async fn assert_flagged(admin: &Client, binding: &str) {
 }
 
 /// Case 4: the admin of team-b (holding `admin` there, nothing more) binds
-/// `planner`'s own ServiceAccount to `admin` with kube-jit's labels. The
-/// labels hide nothing; nor do the bootstrap label on a ClusterRoleBinding or
+/// `planner`'s own ServiceAccount to `admin` with kube-jit's labels; admission
+/// refuses that, and made anyway, the labels hide nothing; nor do the bootstrap label on a ClusterRoleBinding or
 /// a forged grant id and request annotation.
 #[tokio::test]
 async fn labels_do_not_hide_standing_privilege() {
@@ -69,10 +69,14 @@ async fn labels_do_not_hide_standing_privilege() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
         "subjects": [{"kind": "ServiceAccount", "name": "planner", "namespace": "agents"}]}))
     .unwrap();
-    Api::<RoleBinding>::namespaced(dana, "team-b")
+    let refused = Api::<RoleBinding>::namespaced(dana, "team-b").create(&PostParams::default(), &labelled).await;
+    crate::assert_refused(refused, "kube-jit-grant-objects", "team-b's admin makes a binding labelled as kube-jit's");
+    // Made anyway (by an admin here, as if while admission was off): the
+    // labels hide nothing.
+    Api::<RoleBinding>::namespaced(admin.clone(), "team-b")
         .create(&PostParams::default(), &labelled)
         .await
-        .expect("a namespace admin may bind admin in its namespace");
+        .expect("an admin may make it");
     assert_flagged(&admin, "RoleBinding team-b/jit-helper-0123456789ab").await;
 
     // The bootstrap label on a ClusterRoleBinding (made by the admin here:

@@ -143,11 +143,45 @@ impl Cluster {
         for _ in 0..200 {
             let out = self.kubectl_output(&["create", "--dry-run=server", "-f", probe.to_str().unwrap()]);
             if String::from_utf8_lossy(&out.stderr).contains("kube-jit-requester-is-creator") {
+                self.wait_admission_settled();
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         panic!("admission policy kube-jit-requester-is-creator not enforced after 20 s");
+    }
+
+    /// Waits until the operator counts kube-jit's admission policies as in
+    /// force (`kube_jit::admission::admitted_under`): requests made earlier
+    /// are denied `AdmissionNotProven`, by design.
+    pub fn wait_admission_settled(&self) {
+        let since = self.admission_in_force_since();
+        let settle = jiff::SignedDuration::try_from(kube_jit::admission::ADMISSION_SETTLE).unwrap();
+        // Object times have whole seconds: one more covers the truncation.
+        while jiff::Timestamp::now() < since + settle + jiff::SignedDuration::from_secs(1) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The last write of kube-jit's claim-checking admission policies or bindings, as the API server recorded it.
+    pub fn admission_in_force_since(&self) -> jiff::Timestamp {
+        let items = |kind: &str| -> Vec<serde_json::Value> {
+            let list: serde_json::Value =
+                serde_json::from_str(&self.kubectl(&["get", kind, "-o", "json", "--show-managed-fields"])).expect(kind);
+            list["items"].as_array().cloned().unwrap_or_default()
+        };
+        let policies: Vec<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy> =
+            items("validatingadmissionpolicies").into_iter().map(|p| serde_json::from_value(p).unwrap()).collect();
+        let bindings: Vec<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding> =
+            items("validatingadmissionpolicybindings")
+                .into_iter()
+                .map(|b| serde_json::from_value(b).unwrap())
+                .collect();
+        [kube_jit::admission::Claims::Requester, kube_jit::admission::Claims::Approver]
+            .into_iter()
+            .filter_map(|claims| kube_jit::admission::in_force_since(claims, &policies, &bindings))
+            .max()
+            .expect("kube-jit admission installed")
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -179,6 +213,31 @@ impl Cluster {
             .filter(move |e| seen.insert(e["auditID"].as_str().unwrap_or("").to_string()))
             .collect::<Vec<_>>()
             .into_iter()
+    }
+
+    /// Writes (create, update, patch, delete) since `position` whose
+    /// User-Agent contains `agent`, other than Lease writes, as
+    /// `verb resource[/subresource] namespace/name`.
+    pub fn writes_by_agent_since(&self, position: u64, agent: &str) -> Vec<String> {
+        self.audit_events_since(position)
+            .filter(|e| e["userAgent"].as_str().is_some_and(|a| a.contains(agent)))
+            .filter(|e| {
+                matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection"))
+            })
+            .filter(|e| e["objectRef"]["resource"] != "leases")
+            .map(|e| {
+                let r = &e["objectRef"];
+                let sub = r["subresource"].as_str().map(|s| format!("/{s}")).unwrap_or_default();
+                format!(
+                    "{} {}{sub} {}/{} ({})",
+                    e["verb"].as_str().unwrap_or("?"),
+                    r["resource"].as_str().unwrap_or("-"),
+                    r["namespace"].as_str().unwrap_or(""),
+                    r["name"].as_str().unwrap_or(""),
+                    e["stageTimestamp"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
     }
 
     /// Requests `user` made since `position`, from the API server's audit log,

@@ -232,6 +232,22 @@ pub async fn wait_pods_status(client: &Client, ns: &str, code: u16, limit: Durat
     }
 }
 
+/// The token the operator wrote into a grant's token Secret `ns/name`. It is
+/// written right after the grant is recorded Granted (nothing is usable
+/// before), so this waits for it, up to 30 s.
+pub async fn token_from_secret(admin: &Client, ns: &str, name: &str) -> String {
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), ns);
+    let start = Instant::now();
+    loop {
+        let data = secrets.get(name).await.ok().and_then(|s| s.data).unwrap_or_default();
+        if let Some(token) = data.get("token").filter(|t| !t.0.is_empty()) {
+            return String::from_utf8(token.0.clone()).expect("token is UTF-8");
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no token in Secret {ns}/{name} after 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every object labelled as managed by kube-jit, as `Kind ns/name`.
 pub async fn managed_objects(admin: &Client) -> Vec<String> {
     let lp = ListParams::default().labels(kube_jit::names::MANAGED_SELECTOR);

@@ -1,0 +1,79 @@
+//! A paused leader writes nothing. A leader stopped (SIGSTOP) while it holds
+//! the Lease resumes (SIGCONT) after the other replica took over, with a
+//! grant's expiry due and new requests in its watch: it makes no write and
+//! re-creates no object. Writes are told apart by the User-Agent each replica
+//! sends (`kube-jit/<version> (<identity>)`), as the API server's audit log records it.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
+use kube_jit::api::Phase;
+
+use crate::support::operator::Operator;
+use crate::support::scenario;
+use crate::support::{self, Cluster};
+
+async fn holder(admin: &Client) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(admin.clone(), "kube-jit-system").get_opt("kube-jit").await.ok()??;
+    lease.spec?.holder_identity
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill").success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Log lines of `operator` that mention `text` anywhere (message or fields).
+fn logged(operator: &Operator, text: &str) -> usize {
+    operator.log_lines().iter().filter(|l| l.to_string().contains(text)).count()
+}
+
+#[tokio::test]
+async fn a_paused_leader_writes_nothing_after_it_resumes() {
+    let cluster = Cluster::dedicated();
+    let admin = cluster.admin();
+    let planner = scenario::stage(&cluster, &admin, scenario::auto_policy()).await;
+    let args = ["--leader-elect", "--lease-duration", "4", "--sweep-interval", "1"];
+    let mut a = Operator::start(&cluster, &args).await;
+    a.wait_started().await;
+    let a_pid = a.pid().unwrap();
+    let b = Operator::start(&cluster, &args).await;
+    b.wait_ready().await;
+    let a_suffix = format!("-{a_pid}");
+    assert!(holder(&admin).await.is_some_and(|h| h.ends_with(&a_suffix)), "a should lead: {:?}", holder(&admin).await);
+
+    // A grant whose expiry falls due while `a` is stopped: `a` has it scheduled.
+    planner.request("due", scenario::view_request("15s")).await;
+    scenario::wait_phase(&admin, "agents", "due", Phase::Granted, Duration::from_secs(30)).await;
+
+    signal(a_pid, "-STOP");
+    // `b` takes over once the Lease runs out, revokes "due" on time and grants a new request.
+    let b_acts =
+        support::eventually(Duration::from_secs(30), || async { logged(&b, "start-up revocation done") > 0 }).await;
+    assert!(b_acts, "the standby did not take over:\n{}", b.log_tail(20));
+    planner.request("fresh", scenario::view_request("10m")).await;
+    scenario::wait_phase(&admin, "agents", "fresh", Phase::Granted, Duration::from_secs(30)).await;
+    scenario::wait_phase(&admin, "agents", "due", Phase::Expired, Duration::from_secs(30)).await;
+
+    let position = cluster.audit_position();
+    signal(a_pid, "-CONT");
+    // `a` runs again: it notices it lost the Lease, and anything it had due runs too.
+    let noticed = support::eventually(Duration::from_secs(30), || async {
+        logged(&a, "lost the lease") > 0 && support::operator::http_get(a.port, "/healthz").0 == 200
+    })
+    .await;
+    assert!(noticed, "the resumed replica did not notice it lost the lease:\n{}", a.log_tail(20));
+    // A round of work for a standby that believed it led: `b` still leads.
+    let b_suffix = format!("-{}", b.pid().unwrap());
+    let b_leads = support::eventually(Duration::from_secs(10), || async {
+        holder(&admin).await.is_some_and(|h| h.ends_with(&b_suffix))
+    })
+    .await;
+    assert!(b_leads, "b should still lead: {:?}", holder(&admin).await);
+    let writes = cluster.writes_by_agent_since(position, &format!("{a_suffix})"));
+    assert!(writes.is_empty(), "the resumed replica wrote after losing the lease: {writes:#?}");
+    eprintln!("paused leader: {} write(s) refused by the fence after SIGCONT", logged(&a, "does not hold the lease"));
+    a.kill();
+}
