@@ -69,19 +69,23 @@ async fn the_safety_net_revokes_a_grant_the_controller_missed() {
         "spec": {"requester": {"user": "kube-jit-admin"}, "role": {"kind": "ClusterRole", "name": "view"},
                  "namespaces": ["work"], "duration": "10s", "purpose": "safety net"}}))
     .unwrap();
-    requests.create(&PostParams::default(), &r).await.unwrap();
+    let created = requests.create(&PostParams::default(), &r).await.unwrap();
+    // Named as the operator names a grant's objects: revocation deletes
+    // nothing else, whatever a status records.
+    let id = kube_jit::names::grant_id("agents", "missed", &created.metadata.uid.clone().unwrap());
+    let binding_name = kube_jit::names::object_name("missed", "", &id);
     let user = "missed-grant-identity";
     let binding: RoleBinding = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "jit-missed", "namespace": "work",
-                     "labels": {"app.kubernetes.io/managed-by": "kube-jit", "kubejit.io/grant-id": "missed1"}},
+        "metadata": {"name": binding_name, "namespace": "work",
+                     "labels": {"app.kubernetes.io/managed-by": "kube-jit", "kubejit.io/grant-id": id}},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}))
     .unwrap();
     Api::<RoleBinding>::namespaced(admin.clone(), "work").create(&PostParams::default(), &binding).await.unwrap();
     let expires_at = Timestamp::now() + SignedDuration::from_secs(4);
-    let status = json!({"status": {"phase": "Granted", "grant": {"id": "missed1", "expiresAt": expires_at.to_string(),
-        "username": user, "objects": [{"kind": "RoleBinding", "namespace": "work", "name": "jit-missed"}]}}});
+    let status = json!({"status": {"phase": "Granted", "grant": {"id": id, "expiresAt": expires_at.to_string(),
+        "username": user, "objects": [{"kind": "RoleBinding", "namespace": "work", "name": binding_name}]}}});
     requests.patch_status("missed", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
     assert!(allowed(&admin, user, "work").await, "the grant works before its expiry");
 

@@ -400,7 +400,7 @@ fn approvals_withdrawn(
 /// Whether approvals made before admission was in force are set aside.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Admission {
-    /// Deciding now: approvals must have been admitted under every policy.
+    /// Deciding now: approvals must have been admitted under kube-jit-approver-is-creator.
     Judge,
     /// Re-checking a grant: its approvals were judged when it was made.
     AlreadyJudged,

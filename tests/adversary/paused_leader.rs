@@ -77,3 +77,48 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
     eprintln!("paused leader: {} write(s) refused by the fence after SIGCONT", logged(&a, "does not hold the lease"));
     a.kill();
 }
+
+/// The fence itself, on the real API server: through a client whose fence is
+/// closed (no Lease held, or its deadline passed), a write never reaches the
+/// API server, whoever asks for it and however it is retried; reads and the
+/// Lease's own writes (how a replica competes again) still do.
+#[tokio::test]
+async fn a_closed_fence_sends_no_write() {
+    let cluster = Cluster::shared();
+    let admin = cluster.admin();
+    let identity = format!("fence-{}", support::unique_name("probe"));
+    let fence = kube_jit::leadership::Fence::default();
+    assert!(!fence.open());
+    let client = kube_jit::controller::api_client::operator_client(cluster.config(), &identity, Some(fence)).unwrap();
+    let position = cluster.audit_position();
+
+    let map: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": identity}})).unwrap();
+    let configmaps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "default");
+    let refused = configmaps.create(&Default::default(), &map).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Service(e)) if e.to_string().contains("does not hold the lease")),
+        "{refused:?}"
+    );
+    let deleted = configmaps.delete("kube-root-ca.crt", &Default::default()).await;
+    assert!(deleted.is_err(), "a delete passed a closed fence");
+    configmaps.list(&Default::default()).await.expect("reads pass");
+    let lease: Lease = serde_json::from_value(serde_json::json!({"metadata": {"name": identity}})).unwrap();
+    Api::<Lease>::namespaced(client, "default")
+        .create(&Default::default(), &lease)
+        .await
+        .expect("the Lease's writes pass");
+
+    // The API server saw this client's read (its audit log records it by
+    // User-Agent; Leases are not audited there) and no write.
+    let agent = format!("({identity})");
+    let seen = support::eventually(Duration::from_secs(10), || async {
+        cluster.calls_by_agent_since(position, &agent).iter().any(|c| c.starts_with("list configmaps"))
+    })
+    .await;
+    assert!(seen, "the read did not reach the audit log: {:?}", cluster.calls_by_agent_since(position, &agent));
+    let writes = cluster.writes_by_agent_since(position, &agent);
+    assert!(writes.is_empty(), "writes went through a closed fence: {writes:#?}");
+    Api::<Lease>::namespaced(admin, "default").get(&identity).await.expect("the Lease was written");
+    Api::<Lease>::namespaced(cluster.admin(), "default").delete(&identity, &Default::default()).await.ok();
+}

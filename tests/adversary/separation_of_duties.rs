@@ -163,3 +163,29 @@ async fn the_owner_cannot_approve_a_request_that_names_no_agent() {
     s.assert_not_counted("unnamed", "alice", "the owner of the requesting AgentIdentity cannot approve its requests")
         .await;
 }
+
+/// The owning team's member cannot hide the team: an approval must list every
+/// group its creator is in, so the conflict is always seen.
+#[tokio::test]
+async fn an_approver_cannot_hide_a_group() {
+    let s = stage("team-x", json!({"users": ["carol", "bob"]}), false).await;
+    let r = s.ask("hidden-team").await;
+    let approval: AccessApproval = serde_json::from_value(json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessApproval",
+        "metadata": {"name": support::unique_name("approval")},
+        "spec": {"request": r.metadata.name, "requestUID": r.metadata.uid, "decision": "Approve",
+                 "approver": "carol", "groups": [], "reason": "looks fine"}}))
+    .unwrap();
+    let refused = Api::<AccessApproval>::namespaced(s.cluster.impersonate("carol", &["team-x"]), "agents")
+        .create(&PostParams::default(), &approval)
+        .await;
+    crate::assert_refused(refused, "kube-jit-approver-is-creator", "carol approves without naming team-x");
+    // Naming it, the approval is made and set aside.
+    s.approve(&r, "carol", &["team-x"]).await;
+    s.assert_not_counted(
+        "hidden-team",
+        "carol",
+        "a member of the group owning the requesting AgentIdentity cannot approve its requests",
+    )
+    .await;
+}
