@@ -59,6 +59,7 @@ impl World {
         must(&["apply", "--server-side", "--force-conflicts", "-f", "deploy/operator-rbac.yaml"])?;
         must(&["apply", "--server-side", "--force-conflicts", "-f", "examples/rbac/requester.yaml"])?;
         wait_admission_enforced(&run, dir)?;
+        wait_admission_settled(&admin).await?;
 
         for ns in [AGENTS_NS, TARGET_NS] {
             let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
@@ -226,6 +227,27 @@ fn wait_admission_enforced(
         std::thread::sleep(Duration::from_millis(100));
     }
     anyhow::bail!("admission policy kube-jit-requester-is-creator not enforced after 30 s")
+}
+
+/// Waits until the operator counts the claim-checking policies as in force
+/// (`kube_jit::admission::admitted_under`): a request made earlier is denied
+/// `AdmissionNotProven`, by design.
+async fn wait_admission_settled(admin: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    use kube_jit::admission::{ADMISSION_SETTLE, Claims, in_force_since};
+    let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone()).list(&Default::default()).await?.items;
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).list(&Default::default()).await?.items;
+    let since = [Claims::Requester, Claims::Approver]
+        .into_iter()
+        .filter_map(|claims| in_force_since(claims, &policies, &bindings))
+        .max()
+        .ok_or_else(|| anyhow::anyhow!("kube-jit's admission policies are not installed"))?;
+    // Object times have whole seconds: one more covers the truncation.
+    let ready = since + jiff::SignedDuration::try_from(ADMISSION_SETTLE)? + jiff::SignedDuration::from_secs(1);
+    while jiff::Timestamp::now() < ready {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// Creates (if needed) a ServiceAccount and mints a token for it. Long-lived
