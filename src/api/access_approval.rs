@@ -32,10 +32,11 @@ pub struct AccessApprovalSpec {
     /// Name of the AccessRequest (same namespace).
     #[schemars(length(min = 1, max = 253))]
     pub request: String,
-    /// uid of that AccessRequest (`kubectl jit approve` fills it in). With it,
-    /// the approval counts only for that very request; without it, only for a
-    /// request created at least a second before the approval, so an approval
-    /// never carries over to a request re-created under the same name.
+    /// uid of that AccessRequest (`kubectl jit approve` fills it in). An
+    /// approval counts only with it, and only for that very request: whoever
+    /// may delete and re-create a request could otherwise put a broader one
+    /// under an approval meant for the first. A denial without it still counts
+    /// for a request created at least a second before it.
     #[serde(default, rename = "requestUID", skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     pub request_uid: Option<String>,

@@ -15,6 +15,7 @@ use super::context::{Behind, Context};
 use super::transitions::{self, Approval, end, write_status};
 use super::{delegation, extension};
 use crate::admission::Claims;
+use crate::api::access_approval::AccessApproval;
 use crate::api::access_policy::{Approval as PolicyApproval, ApprovalMode};
 use crate::api::access_request::{AccessRequest, AccessRequestStatus, GrantStatus, Phase};
 use crate::audit::{self, AuditEvent, Details};
@@ -425,17 +426,23 @@ fn count_approvals(
         .filter(|a| a.namespace() == ns && a.spec.request == name)
         .filter(|a| match &a.spec.request_uid {
             Some(uid) => Some(uid) == request.metadata.uid.as_ref(),
-            // Timestamps have whole seconds: an approval from the same second
-            // may belong to an earlier request of that name, so it does not count.
+            // Approvals without a uid are kept only to say why they do not count (below).
+            None if a.spec.decision == crate::api::access_approval::Decision::Approve => true,
+            // Timestamps have whole seconds: a denial from the same second may
+            // belong to an earlier request of that name, so it does not count.
             None => a.creation_timestamp() > request.creation_timestamp(),
         })
         .collect();
     approvals.sort_by_key(|a| (a.creation_timestamp().map(|t| t.0), a.name_any()));
     // An approval made while admission was not in force may name anyone as
-    // its approver: it counts for nothing (a denial still ends the request).
+    // its approver, and one naming no request uid may have been meant for an
+    // earlier request of that name: neither counts (a denial still ends the request).
+    let approve = |a: &AccessApproval| a.spec.decision == crate::api::access_approval::Decision::Approve;
+    let (approvals, unbound): (Vec<_>, Vec<_>) =
+        approvals.into_iter().partition(|a| !approve(a) || a.spec.request_uid.is_some());
     let (approvals, unproven): (Vec<_>, Vec<_>) = approvals.into_iter().partition(|a| {
         admission == Admission::AlreadyJudged
-            || a.spec.decision != crate::api::access_approval::Decision::Approve
+            || !approve(a)
             || ctx.admitted(Claims::Approver, a.creation_timestamp().map(|t| t.0))
     });
     let mut conflicts = approval::Conflicts::of_requester(&request.spec.requester.user);
@@ -458,6 +465,10 @@ fn count_approvals(
     count.ignored.extend(unproven.iter().map(|a| approval::Ignored {
         approver: a.spec.approver.clone(),
         reason: "made before kube-jit-approver-is-creator was in force, so its approver is unproven",
+    }));
+    count.ignored.extend(unbound.iter().map(|a| approval::Ignored {
+        approver: a.spec.approver.clone(),
+        reason: "names no requestUID, so it may be meant for an earlier request of this name",
     }));
     count
 }

@@ -189,3 +189,29 @@ async fn an_approver_cannot_hide_a_group() {
     )
     .await;
 }
+
+/// An approval that names no request uid may have been meant for an earlier
+/// request of the same name (one deleted and made again, broader): it does
+/// not count; naming the uid, it does.
+#[tokio::test]
+async fn an_approval_without_the_request_uid_does_not_count() {
+    let s = stage("alice", json!({"users": ["bob"]}), false).await;
+    let r = s.ask("swapped").await;
+    let approval: AccessApproval = serde_json::from_value(json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessApproval",
+        "metadata": {"name": support::unique_name("approval")},
+        "spec": {"request": "swapped", "decision": "Approve", "approver": "bob", "reason": "looked narrow"}}))
+    .unwrap();
+    Api::<AccessApproval>::namespaced(s.cluster.impersonate("bob", &[]), "agents")
+        .create(&PostParams::default(), &approval)
+        .await
+        .expect("an approval without a uid is admitted");
+    s.assert_not_counted(
+        "swapped",
+        "bob",
+        "names no requestUID, so it may be meant for an earlier request of this name",
+    )
+    .await;
+    s.approve(&r, "bob", &[]).await;
+    scenario::wait_phase(&s.admin, "agents", "swapped", Phase::Granted, Duration::from_secs(30)).await;
+}
