@@ -13,6 +13,16 @@ use crate::support::operator::Operator;
 use crate::support::scenario::{self, Agent};
 use crate::support::{self, Cluster};
 
+/// An approval of `request` by `approver`, naming `groups` and the request's uid.
+fn approval(request: &AccessRequest, approver: &str, groups: &[&str]) -> AccessApproval {
+    serde_json::from_value(json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessApproval",
+        "metadata": {"name": support::unique_name("approval")},
+        "spec": {"request": request.metadata.name, "requestUID": request.metadata.uid, "decision": "Approve",
+                 "approver": approver, "groups": groups, "reason": "looks fine"}}))
+    .unwrap()
+}
+
 /// A stage where `planner` asks, for itself, under a Manual policy that names
 /// `approvers`; its AgentIdentity is owned by `owner`.
 struct Stage {
@@ -60,16 +70,21 @@ impl Stage {
 
     /// An AccessApproval by `user` (in `groups`, which it names), with that user's own rights.
     async fn approve(&self, request: &AccessRequest, user: &str, groups: &[&str]) {
-        let approval: AccessApproval = serde_json::from_value(json!({
-            "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessApproval",
-            "metadata": {"name": support::unique_name("approval")},
-            "spec": {"request": request.metadata.name, "requestUID": request.metadata.uid, "decision": "Approve",
-                     "approver": user, "groups": groups, "reason": "looks fine"}}))
-        .unwrap();
-        Api::<AccessApproval>::namespaced(self.cluster.impersonate(user, groups), "agents")
-            .create(&PostParams::default(), &approval)
+        self.create_approval(user, groups, &approval(request, user, groups))
             .await
             .expect("an approver may create an AccessApproval");
+    }
+
+    /// Creates `approval` as `user`, in `groups`.
+    async fn create_approval(
+        &self,
+        user: &str,
+        groups: &[&str],
+        approval: &AccessApproval,
+    ) -> Result<AccessApproval, kube::Error> {
+        Api::<AccessApproval>::namespaced(self.cluster.impersonate(user, groups), "agents")
+            .create(&PostParams::default(), approval)
+            .await
     }
 
     /// Waits until the request's Approved condition says `approver`'s approval was
@@ -170,15 +185,7 @@ async fn the_owner_cannot_approve_a_request_that_names_no_agent() {
 async fn an_approver_cannot_hide_a_group() {
     let s = stage("team-x", json!({"users": ["carol", "bob"]}), false).await;
     let r = s.ask("hidden-team").await;
-    let approval: AccessApproval = serde_json::from_value(json!({
-        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessApproval",
-        "metadata": {"name": support::unique_name("approval")},
-        "spec": {"request": r.metadata.name, "requestUID": r.metadata.uid, "decision": "Approve",
-                 "approver": "carol", "groups": [], "reason": "looks fine"}}))
-    .unwrap();
-    let refused = Api::<AccessApproval>::namespaced(s.cluster.impersonate("carol", &["team-x"]), "agents")
-        .create(&PostParams::default(), &approval)
-        .await;
+    let refused = s.create_approval("carol", &["team-x"], &approval(&r, "carol", &[])).await;
     crate::assert_refused(refused, "kube-jit-approver-is-creator", "carol approves without naming team-x");
     // Naming it, the approval is made and set aside.
     s.approve(&r, "carol", &["team-x"]).await;
@@ -197,15 +204,9 @@ async fn an_approver_cannot_hide_a_group() {
 async fn an_approval_without_the_request_uid_does_not_count() {
     let s = stage("alice", json!({"users": ["bob"]}), false).await;
     let r = s.ask("swapped").await;
-    let approval: AccessApproval = serde_json::from_value(json!({
-        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessApproval",
-        "metadata": {"name": support::unique_name("approval")},
-        "spec": {"request": "swapped", "decision": "Approve", "approver": "bob", "reason": "looked narrow"}}))
-    .unwrap();
-    Api::<AccessApproval>::namespaced(s.cluster.impersonate("bob", &[]), "agents")
-        .create(&PostParams::default(), &approval)
-        .await
-        .expect("an approval without a uid is admitted");
+    let mut without_uid = approval(&r, "bob", &[]);
+    without_uid.spec.request_uid = None;
+    s.create_approval("bob", &[], &without_uid).await.expect("an approval without a uid is admitted");
     s.assert_not_counted(
         "swapped",
         "bob",
