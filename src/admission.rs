@@ -203,6 +203,22 @@ pub fn in_force_since<'a>(
         .max()
 }
 
+/// The first instant from which new claims of every kind are proven (the
+/// later of the two claim policies' [`in_force_since`], plus
+/// [`ADMISSION_SETTLE`]): what to wait for after installing the policies.
+/// `None` when neither is installed.
+pub fn claims_proven_from<'a>(
+    policies: &'a [ValidatingAdmissionPolicy],
+    bindings: &'a [ValidatingAdmissionPolicyBinding],
+) -> Option<jiff::Timestamp> {
+    let settle = jiff::SignedDuration::try_from(ADMISSION_SETTLE).unwrap_or_default();
+    [Claims::Requester, Claims::Approver]
+        .into_iter()
+        .filter_map(|claims| in_force_since(claims, policies, bindings))
+        .max()
+        .map(|since| since + settle)
+}
+
 /// Whether an object created at `created` was admitted with every policy in
 /// force since `since` (seconds resolution, as the API server writes both).
 pub fn admitted_under(created: jiff::Timestamp, since: Option<jiff::Timestamp>) -> bool {
@@ -293,6 +309,8 @@ mod tests {
         ]);
         let since = in_force_since(requester, &p, &b);
         assert_eq!(since, Some("2026-01-02T00:00:00Z".parse().unwrap()));
+        // New claims of both kinds are proven 5 s after the later of the two.
+        assert_eq!(claims_proven_from(&p, &b), Some("2026-01-05T00:00:05Z".parse().unwrap()));
 
         let cases = [
             ("2026-01-02T00:00:04Z", false), // within the settle time

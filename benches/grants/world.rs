@@ -234,16 +234,12 @@ fn wait_admission_enforced(
 /// `AdmissionNotProven`, by design.
 async fn wait_admission_settled(admin: &Client) -> anyhow::Result<()> {
     use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
-    use kube_jit::admission::{ADMISSION_SETTLE, Claims, in_force_since};
     let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone()).list(&Default::default()).await?.items;
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).list(&Default::default()).await?.items;
-    let since = [Claims::Requester, Claims::Approver]
-        .into_iter()
-        .filter_map(|claims| in_force_since(claims, &policies, &bindings))
-        .max()
+    let proven = kube_jit::admission::claims_proven_from(&policies, &bindings)
         .ok_or_else(|| anyhow::anyhow!("kube-jit's admission policies are not installed"))?;
     // Object times have whole seconds: one more covers the truncation.
-    let ready = since + jiff::SignedDuration::try_from(ADMISSION_SETTLE)? + jiff::SignedDuration::from_secs(1);
+    let ready = proven + jiff::SignedDuration::from_secs(1);
     while jiff::Timestamp::now() < ready {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -440,10 +440,11 @@ fn count_approvals(
     let approve = |a: &AccessApproval| a.spec.decision == crate::api::access_approval::Decision::Approve;
     let (approvals, unbound): (Vec<_>, Vec<_>) =
         approvals.into_iter().partition(|a| !approve(a) || a.spec.request_uid.is_some());
+    let since = ctx.claims_proven_since(Claims::Approver);
     let (approvals, unproven): (Vec<_>, Vec<_>) = approvals.into_iter().partition(|a| {
         admission == Admission::AlreadyJudged
             || !approve(a)
-            || ctx.admitted(Claims::Approver, a.creation_timestamp().map(|t| t.0))
+            || a.creation_timestamp().is_some_and(|t| crate::admission::admitted_under(t.0, since))
     });
     let mut conflicts = approval::Conflicts::of_requester(&request.spec.requester.user);
     if !rules.owner_may_approve {

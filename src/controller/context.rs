@@ -377,11 +377,17 @@ impl Context {
         )
     }
 
-    /// Whether `claims` made at `created` were admitted under their policy
-    /// (never while any policy is missing, edited or lenient now).
+    /// Since when `claims` are proven by admission: `None` (nothing proven)
+    /// while any policy is missing, edited or lenient now. Pass it to
+    /// [`crate::admission::admitted_under`] for each claim.
+    pub fn claims_proven_since(&self, claims: Claims) -> Option<jiff::Timestamp> {
+        self.admission_ready().ok()?;
+        self.admission_in_force_since(claims)
+    }
+
+    /// Whether `claims` made at `created` were admitted under their policy.
     pub fn admitted(&self, claims: Claims, created: Option<jiff::Timestamp>) -> bool {
-        self.admission_ready().is_ok()
-            && created.is_some_and(|c| crate::admission::admitted_under(c, self.admission_in_force_since(claims)))
+        created.is_some_and(|c| crate::admission::admitted_under(c, self.claims_proven_since(claims)))
     }
 
     /// The AgentIdentity a request is for, from the cache.

@@ -44,10 +44,10 @@ pub async fn extend(
         .map_or(expires_at, |t| t.0);
 
     // Appended while admission was not in force, an extension may come from
-    // anyone who can patch the request: it is refused, not decided on.
-    // Refused at once while admission is missing (who appended it cannot be
-    // known then, nor later: the managedFields time read below is written by
-    // clients too); otherwise by the time its field was last written.
+    // anyone who can patch the request: it is refused, not decided on. While
+    // admission is missing, at once (its author cannot be known later either:
+    // the managedFields time read below is written by clients too);
+    // otherwise when its field was last written before the cut-off.
     let unproven = match ctx.admission_ready() {
         Err(why) => Some(format!("kube-jit's admission policies are not in force ({why}), so its author is unproven")),
         Ok(()) => {

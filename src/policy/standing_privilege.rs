@@ -64,8 +64,7 @@ pub const DEFAULT_ROLES: [&str; 4] =
     ["system:basic-user", "system:discovery", "system:public-info-viewer", "system:service-account-issuer-discovery"];
 
 /// Whether a binding kube-jit made: `kind` and the binding's metadata, answered
-/// by the caller from what grants recorded (the operator) or, where nothing
-/// better is known, from labels (see [`labelled_as_kube_jit`]).
+/// by the caller from what live grants recorded (see [`Recorded`]).
 pub trait Ours: Fn(&str, &ObjectMeta) -> bool {}
 impl<F: Fn(&str, &ObjectMeta) -> bool> Ours for F {}
 
@@ -93,13 +92,6 @@ impl<'a> Recorded<'a> {
     pub fn contains(&self, kind: &str, meta: &ObjectMeta) -> bool {
         self.0.contains(&(kind, meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or("")))
     }
-}
-
-/// Whether `meta` carries kube-jit's managed-by label: a claim anyone who can
-/// write the object can make, so only for callers that cannot see grants.
-pub fn labelled_as_kube_jit(_kind: &str, meta: &ObjectMeta) -> bool {
-    meta.labels.as_ref().and_then(|l| l.get(names::MANAGED_BY_LABEL)).map(String::as_str)
-        == Some(names::MANAGED_BY_VALUE)
 }
 
 fn excluded(kind: &str, meta: &ObjectMeta, role: &RoleRef, ours: &impl Ours) -> bool {
@@ -233,12 +225,6 @@ mod tests {
                 "RoleBinding team/forged → ClusterRole/admin (directly)",
                 "RoleBinding team/ns-group → ClusterRole/view (via group system:serviceaccounts:agents)",
             ]
-        );
-        // Where grants cannot be seen, the label is the only claim left.
-        let labelled = findings("agents", "bot", &rbs, &crbs, labelled_as_kube_jit);
-        assert!(
-            !labelled.iter().any(|f| f.binding.contains("jit-real") || f.binding.contains("forged")),
-            "{labelled:?}"
         );
     }
 }

@@ -155,16 +155,16 @@ impl Cluster {
     /// force (`kube_jit::admission::admitted_under`): requests made earlier
     /// are denied `AdmissionNotProven`, by design.
     pub fn wait_admission_settled(&self) {
-        let since = self.admission_in_force_since();
-        let settle = jiff::SignedDuration::try_from(kube_jit::admission::ADMISSION_SETTLE).unwrap();
+        let proven = self.claims_proven_from();
         // Object times have whole seconds: one more covers the truncation.
-        while jiff::Timestamp::now() < since + settle + jiff::SignedDuration::from_secs(1) {
+        while jiff::Timestamp::now() < proven + jiff::SignedDuration::from_secs(1) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 
-    /// The last write of kube-jit's claim-checking admission policies or bindings, as the API server recorded it.
-    pub fn admission_in_force_since(&self) -> jiff::Timestamp {
+    /// From when new claims are proven ([`kube_jit::admission::claims_proven_from`]),
+    /// by the admission objects as the API server recorded them.
+    pub fn claims_proven_from(&self) -> jiff::Timestamp {
         let items = |kind: &str| -> Vec<serde_json::Value> {
             let list: serde_json::Value =
                 serde_json::from_str(&self.kubectl(&["get", kind, "-o", "json", "--show-managed-fields"])).expect(kind);
@@ -177,11 +177,7 @@ impl Cluster {
                 .into_iter()
                 .map(|b| serde_json::from_value(b).unwrap())
                 .collect();
-        [kube_jit::admission::Claims::Requester, kube_jit::admission::Claims::Approver]
-            .into_iter()
-            .filter_map(|claims| kube_jit::admission::in_force_since(claims, &policies, &bindings))
-            .max()
-            .expect("kube-jit admission installed")
+        kube_jit::admission::claims_proven_from(&policies, &bindings).expect("kube-jit admission installed")
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
