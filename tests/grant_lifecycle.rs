@@ -179,10 +179,11 @@ async fn a_grant_that_expires_while_the_operator_is_down_is_revoked_on_start() {
     let mut w = world(auto_policy()).await;
     w.agent.request("outage", view_request("6s")).await;
     let granted = scenario::wait_phase(&w.admin, "agents", "outage", Phase::Granted, Duration::from_secs(20)).await;
-    // Down before the 6 s run out, however slow the machine: minting and the
-    // grant's RoleBinding need no operator, so the grant is used afterwards.
-    w.operator.kill();
+    // The token is minted once the operator has made the grant usable (right
+    // after Granted); then it goes down before the 6 s run out, however slow
+    // the machine: the grant's RoleBinding needs no operator to keep working.
     let grant = w.cluster.client_with_token(&w.agent.mint(&granted).await.unwrap());
+    w.operator.kill();
     scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(30)).await;
     let expires = scenario::expires_at(&granted);
     scenario::sleep_until(expires + jiff::SignedDuration::from_secs(2)).await;
