@@ -62,12 +62,12 @@ cmd_template() {
 # Helm's bookkeeping labels are left out: Helm does not manage these objects.
 cmd_operator_rbac() {
   local rendered
-  rendered=$(cmd_template --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
-    --show-only templates/flowcontrol.yaml)
+  rendered=$(cmd_template --show-only templates/grants-namespace.yaml --show-only templates/serviceaccount.yaml \
+    --show-only templates/rbac.yaml --show-only templates/flowcontrol.yaml)
   cat <<'HEAD'
 # Generated from charts/kube-jit by `hack/helm.sh generate`; do not edit (a test
-# fails when it drifts). The operator's ServiceAccount, least-privilege RBAC and
-# API priority (FlowSchemas and PriorityLevelConfigurations that keep its
+# fails when it drifts). The grants namespace, the operator's ServiceAccount,
+# least-privilege RBAC and API priority (FlowSchemas and PriorityLevelConfigurations that keep its
 # revocations from queueing behind other clients) as plain manifests, with the
 # chart's default values: the grantable ClusterRoles
 # are `view` and `edit` (the `bind` resourceNames). For your cluster, render the

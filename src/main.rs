@@ -37,8 +37,9 @@ enum Command {
     ///
     /// Ends every AccessRequest (grants revoked: their bindings, ServiceAccounts,
     /// token Secrets and roles deleted; phase Revoked, reason Uninstalled; an audit
-    /// line each), deletes any object labelled app.kubernetes.io/managed-by=kube-jit
-    /// that is left, and removes kube-jit's finalizer from every AccessRequest so
+    /// line each), deletes any object of kube-jit's that is left (recorded by a
+    /// grant, or in the grants namespace; others labelled
+    /// app.kubernetes.io/managed-by=kube-jit are named and left alone), and removes kube-jit's finalizer from every AccessRequest so
     /// deleting the CRDs cannot hang without an operator. Requests it ended carry
     /// the annotation kubejit.io/uninstalled; a running operator leaves them alone.
     /// Safe to run again. Needs only the operator's RBAC (deploy/operator-rbac.yaml).
@@ -63,6 +64,9 @@ struct UninstallArgs {
     /// Log format: JSON lines (so audit lines reach the same collector as the operator's) or text.
     #[arg(long, env = "KUBE_JIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+    /// Namespace where grant identities live (as given to `kube-jit run`).
+    #[arg(long, env = "KUBE_JIT_GRANTS_NAMESPACE", default_value = kube_jit::names::DEFAULT_GRANTS_NAMESPACE)]
+    grants_namespace: String,
 }
 
 #[derive(clap::Args)]
@@ -101,6 +105,11 @@ struct RunArgs {
     /// issuer, its default audience; set this if the API server runs with --api-audiences]
     #[arg(long, env = "KUBE_JIT_TOKEN_AUDIENCES", value_delimiter = ',')]
     token_audiences: Vec<String>,
+    /// Namespace where grant identities live: their ServiceAccounts, the
+    /// requester's right to mint tokens, token Secrets. It must exist, and no
+    /// tenant may hold rights in it (the chart creates it with a quota of no Pods).
+    #[arg(long, env = "KUBE_JIT_GRANTS_NAMESPACE", default_value = kube_jit::names::DEFAULT_GRANTS_NAMESPACE)]
+    grants_namespace: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -140,15 +149,17 @@ async fn main() -> anyhow::Result<()> {
                 leader_election,
                 http_addr,
                 token_audiences: args.token_audiences.into_iter().filter(|a| !a.is_empty()).collect(),
+                grants_namespace: args.grants_namespace,
             };
             kube_jit::controller::run(client, settings).await?;
         }
         Command::Uninstall(args) => {
             kube_jit::telemetry::init(&args.log_level, matches!(args.log_format, LogFormat::Json));
             let client = kube::Client::try_default().await.context("connecting to the cluster")?;
-            let report = kube_jit::controller::uninstall::uninstall(&client, &|line| println!("{line}"))
-                .await
-                .context("uninstalling")?;
+            let report =
+                kube_jit::controller::uninstall::uninstall(&client, &args.grants_namespace, &|line| println!("{line}"))
+                    .await
+                    .context("uninstalling")?;
             println!(
                 "requests ended: {}, grants revoked: {}, objects deleted: {}, finalizers removed: {}",
                 report.requests_ended, report.grants_revoked, report.objects_deleted, report.finalizers_removed

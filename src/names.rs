@@ -26,6 +26,11 @@ pub const TOKEN_MINTER_ANNOTATION: &str = "kubejit.io/token-minter";
 /// On a grant ServiceAccount: the audiences (comma-separated) its tokens may carry.
 pub const TOKEN_AUDIENCES_ANNOTATION: &str = "kubejit.io/token-audiences";
 pub const CHAIN_ANNOTATION: &str = "kubejit.io/delegation-chain";
+/// Where grant identities live unless `--grants-namespace` says otherwise: a
+/// namespace only the operator writes to (the chart creates it, with a quota
+/// of no Pods), so no tenant holds namespace-wide rights (`edit`, `create
+/// pods`, `impersonate`) over a grant identity.
+pub const DEFAULT_GRANTS_NAMESPACE: &str = "kube-jit-grants";
 /// Finalizer that holds an AccessRequest until its grant is revoked.
 pub const FINALIZER: &str = "kubejit.io/revoke";
 

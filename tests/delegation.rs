@@ -136,9 +136,9 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
     assert_eq!(delegators, [w.orchestrator.user.clone(), scenario::grant_user(&orch), scenario::grant_user(&ci_build)]);
     assert_eq!(chain[2].delegatee, "AgentIdentity agents/scanner");
     assert!(chain.iter().all(|h| !h.purpose.is_empty() && h.delegated_at.is_some()));
-    let sa_name = scan.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap().name;
+    let sa = scan.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap();
     let annotations =
-        w.cluster.kubectl(&["get", "sa", &sa_name, "-n", "agents", "-o", "jsonpath={.metadata.annotations}"]);
+        w.cluster.kubectl(&["get", "sa", &sa.name, "-n", &sa.namespace, "-o", "jsonpath={.metadata.annotations}"]);
     assert!(annotations.contains("kubejit.io/delegation-chain"), "{annotations}");
     let scan_id = scan.status.as_ref().unwrap().grant.as_ref().unwrap().id.clone();
     let granted_line = w

@@ -204,6 +204,15 @@ async fn requester_mode_gives_and_takes_the_agents_own_rights() {
     assert_eq!(scenario::list_pods_status(&w.agent.client, "team-a").await, 403);
     let mut spec = view_request("10m");
     spec["delivery"] = json!({"mode": "RequesterServiceAccount"});
+    // Only a policy that says so binds the requester's own ServiceAccount:
+    // the rights would reach whatever can act as it.
+    w.agent.request("not-allowed", spec.clone()).await;
+    let denied = scenario::wait_phase(&w.admin, "agents", "not-allowed", Phase::Denied, Duration::from_secs(20)).await;
+    let why = &denied.status.unwrap().policy_evaluations[0].reason;
+    assert!(why.contains("delivery.requesterServiceAccount"), "{why}");
+    let mut policy = auto_policy();
+    policy["delivery"] = json!({"requesterServiceAccount": true});
+    scenario::apply_policy(&w.admin, "agents-read", policy).await;
     w.agent.request("own", spec).await;
     let granted = scenario::wait_phase(&w.admin, "agents", "own", Phase::Granted, Duration::from_secs(20)).await;
     assert_eq!(
@@ -250,7 +259,7 @@ async fn fails_closed_on_no_policy_and_on_hand_deleted_objects() {
     let granted =
         scenario::wait_phase(&w.admin, "agents", "with-secret", Phase::Granted, Duration::from_secs(20)).await;
     let secret_name = granted.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap().name;
-    let token = scenario::token_from_secret(&w.admin, "agents", &secret_name).await;
+    let token = scenario::token_from_secret(&w.agent.client, &granted).await;
     let grant = w.cluster.client_with_token(&token);
     scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(30)).await;
     Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(w.admin.clone(), "team-a")

@@ -694,6 +694,14 @@ fn rows() -> Vec<Row> {
             json!({"forAgent": "ai-expired"}),
             invalid("AgentIdentity ai-expired expired at 2020-01-01"),
         ),
+        ask(
+            "requester-mode-not-allowed",
+            json!({"delivery": {"mode": "RequesterServiceAccount"}}),
+            no_policy(
+                "p-hostile: it does not allow delivery to the requester's own ServiceAccount \
+                 (delivery.requesterServiceAccount)",
+            ),
+        ),
         ask_as(
             "alice",
             "requester-mode-for-a-person",

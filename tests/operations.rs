@@ -90,9 +90,7 @@ async fn uninstall_revokes_every_grant_and_leaves_nothing_behind() {
         scenario::wait_phase(&admin, "agents", "with-secret", Phase::Granted, Duration::from_secs(20)).await;
     scenario::wait_phase(&admin, "agents", "denied", Phase::Denied, Duration::from_secs(30)).await;
     let minted_client = cluster.client_with_token(&agent.mint(&minted).await.unwrap());
-    let secret_name =
-        secret_grant.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap().name;
-    let secret_client = cluster.client_with_token(&scenario::token_from_secret(&admin, "agents", &secret_name).await);
+    let secret_client = cluster.client_with_token(&scenario::token_from_secret(&agent.client, &secret_grant).await);
     for client in [&minted_client, &secret_client] {
         scenario::wait_pods_status(client, "team-a", 200, Duration::from_secs(30)).await;
     }

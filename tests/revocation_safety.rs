@@ -40,6 +40,8 @@ fn stores(requests: reflector::Store<AccessRequest>) -> Stores {
         admission_bindings: reflector::store().0,
         role_bindings: reflector::store().0,
         cluster_role_bindings: reflector::store().0,
+        roles: reflector::store().0,
+        cluster_roles: reflector::store().0,
     }
 }
 

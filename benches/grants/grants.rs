@@ -13,7 +13,7 @@ use kube_jit::api::{AccessRequest, Phase};
 use serde_json::json;
 
 use crate::board::Board;
-use crate::world::{AGENT_USER, AGENTS_NS, FLOOR_LABEL, TARGET_NS, World, in_scope_status, wait_status};
+use crate::world::{AGENT_USER, AGENTS_NS, FLOOR_LABEL, GRANTS_NS, TARGET_NS, World, in_scope_status, wait_status};
 
 pub const GRANT_LIMIT: Duration = Duration::from_secs(600);
 
@@ -75,12 +75,13 @@ pub async fn floor_grant(w: &World, name: &str, mint: bool) -> anyhow::Result<Fl
     let pp = PostParams::default();
     let sa: ServiceAccount = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {FLOOR_LABEL: "floor"}}, "automountServiceAccountToken": false}))?;
-    let sas = Api::<ServiceAccount>::namespaced(w.floor.clone(), AGENTS_NS);
+    // Where kube-jit keeps grant identities too.
+    let sas = Api::<ServiceAccount>::namespaced(w.floor.clone(), GRANTS_NS);
     sas.create(&pp, &sa).await?;
     let rb: RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {FLOOR_LABEL: "floor"}},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": AGENTS_NS}]}))?;
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": GRANTS_NS}]}))?;
     Api::<RoleBinding>::namespaced(w.floor.clone(), TARGET_NS).create(&pp, &rb).await?;
     if !mint {
         return Ok(FloorHeld { name: name.to_string(), client: None, latency: start.elapsed() });
@@ -100,7 +101,7 @@ pub async fn floor_revoke_binding(w: &World, name: &str) -> anyhow::Result<()> {
 }
 
 pub async fn floor_revoke_identity(w: &World, name: &str) -> anyhow::Result<()> {
-    Api::<ServiceAccount>::namespaced(w.floor.clone(), AGENTS_NS).delete(name, &DeleteParams::background()).await?;
+    Api::<ServiceAccount>::namespaced(w.floor.clone(), GRANTS_NS).delete(name, &DeleteParams::background()).await?;
     Ok(())
 }
 
@@ -200,7 +201,7 @@ pub async fn clean_slate(w: &World, limit: Duration) -> anyhow::Result<()> {
     Api::<AccessRequest>::namespaced(w.admin.clone(), AGENTS_NS).delete_collection(&dp, &lp).await?;
     let floor = ListParams::default().labels(&format!("{FLOOR_LABEL}=floor"));
     Api::<RoleBinding>::namespaced(w.admin.clone(), TARGET_NS).delete_collection(&dp, &floor).await?;
-    Api::<ServiceAccount>::namespaced(w.admin.clone(), AGENTS_NS).delete_collection(&dp, &floor).await?;
+    Api::<ServiceAccount>::namespaced(w.admin.clone(), GRANTS_NS).delete_collection(&dp, &floor).await?;
     let start = Instant::now();
     loop {
         let left = Api::<AccessRequest>::namespaced(w.admin.clone(), AGENTS_NS).list_metadata(&lp).await?.items.len();

@@ -15,6 +15,8 @@ use kube::{Client, Config};
 use serde_json::json;
 
 pub const AGENTS_NS: &str = "bench-agents";
+/// Where grant identities live (the operator's default, made by deploy/operator-rbac.yaml).
+pub const GRANTS_NS: &str = kube_jit::names::DEFAULT_GRANTS_NAMESPACE;
 pub const TARGET_NS: &str = "bench-target";
 pub const OPERATOR_USER: &str = "system:serviceaccount:kube-jit-system:kube-jit";
 pub const FLOOR_USER: &str = "system:serviceaccount:kube-jit-system:bench-floor";

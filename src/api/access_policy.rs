@@ -49,6 +49,9 @@ pub struct AccessPolicySpec {
     /// An extended grant's whole life never exceeds `duration.max`.
     #[serde(default)]
     pub extension: ExtensionRule,
+    /// How grants under this policy may be delivered.
+    #[serde(default)]
+    pub delivery: DeliveryRule,
 }
 
 /// Subjects a policy applies to.
@@ -249,6 +252,20 @@ pub struct DelegationRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10))]
     pub max_depth: Option<i32>,
+}
+
+/// Delivery of grants made under a policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRule {
+    /// Allow `spec.delivery.mode: RequesterServiceAccount`: the rights are
+    /// bound to the requester's own ServiceAccount instead of a fresh grant
+    /// identity in the grants namespace. Off by default: they then reach
+    /// everything that can act as that ServiceAccount, which includes anyone
+    /// who may create Pods in its namespace (Kubernetes lets them run Pods as
+    /// any ServiceAccount there) or hold `edit` there (impersonation).
+    #[serde(default)]
+    pub requester_service_account: bool,
 }
 
 /// Extension of live grants made under a policy.

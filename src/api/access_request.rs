@@ -190,14 +190,20 @@ pub enum RoleKind {
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     /// `EphemeralServiceAccount` (default): a fresh ServiceAccount per grant,
-    /// for which only the requester may mint tokens while the grant lasts.
+    /// in the operator's grants namespace (`kube-jit-grants` unless
+    /// `--grants-namespace` says otherwise), for which only the requester may
+    /// mint tokens while the grant lasts.
     /// `RequesterServiceAccount`: bind the requester's own ServiceAccount,
     /// so an in-cluster agent's projected token carries the rights only
-    /// during the window.
+    /// during the window. Only under a policy with
+    /// `delivery.requesterServiceAccount: true`: the rights then reach
+    /// everything that can act as that ServiceAccount (its Pods, and anyone
+    /// who may create Pods or tokens in its namespace).
     #[serde(default)]
     pub mode: DeliveryMode,
-    /// Also write a token bound to a Secret in this namespace (for clients
-    /// that cannot call TokenRequest). Deleting the Secret kills the token.
+    /// Also write a token into a Secret beside the grant identity, bound to
+    /// that Secret, for clients that cannot call TokenRequest. Only the
+    /// requester may read it (`status.grant.objects` names it).
     #[serde(default)]
     pub token_secret: bool,
 }
@@ -354,4 +360,24 @@ pub struct GrantStatus {
     /// Every object created for the grant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjectRef>,
+    /// The rules of each role the grant binds by name (`spec.role`), as they
+    /// were when the grant was decided: a role that gains rights afterwards
+    /// ends the grant (`PolicyWithdrawn`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<GrantedRole>,
+}
+
+/// A role a grant binds by name, and its rules when the grant was decided.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantedRole {
+    /// `ClusterRole` or `Role`.
+    pub kind: String,
+    /// The Role's namespace; empty for a ClusterRole.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+    /// Its rules then.
+    #[serde(default)]
+    pub rules: Vec<PolicyRule>,
 }

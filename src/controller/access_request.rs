@@ -300,6 +300,9 @@ async fn live(
         return end(request, ctx, Phase::Revoked, reasons::AGENT_SUSPENDED, why).await;
     }
 
+    if let Some(why) = policy::role_content::widened(&grant.roles, |kind, ns, name| ctx.role_rules(kind, ns, name)) {
+        return end(request, ctx, Phase::Revoked, reasons::POLICY_WITHDRAWN, why).await;
+    }
     if status.delegation_chain.len() > 1 {
         // A delegated grant lives only as long as its parent.
         if let Err(why) = delegation::parent_still_live(ctx, &status) {

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt, core::PartialObjectMeta};
 
 use crate::admission::Claims;
 use crate::api::access_approval::AccessApproval;
 use crate::api::access_policy::AccessPolicy;
-use crate::api::access_request::{AccessRequest, AccessRequestStatus, Phase};
+use crate::api::access_request::{AccessRequest, AccessRequestStatus, GrantedRole, Phase};
 use crate::api::agent_identity::AgentIdentity;
 use crate::policy::ClusterFacts;
 
@@ -158,6 +158,8 @@ pub struct Context {
     pub trust_domain: String,
     /// The audiences tokens for grant identities may carry (see [`super::Settings::token_audiences`]).
     pub token_audiences: Vec<String>,
+    /// Where grant identities live (see [`super::Settings::grants_namespace`]).
+    pub grants_namespace: String,
     /// Held while a request is decided, so concurrent decisions see each
     /// other's grants when enforcing per-subject limits.
     pub decisions: tokio::sync::Mutex<()>,
@@ -208,6 +210,7 @@ impl Context {
             stores,
             trust_domain,
             token_audiences: Vec::new(),
+            grants_namespace: crate::names::DEFAULT_GRANTS_NAMESPACE.into(),
             decisions: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(BTreeMap::new()),
             written: std::sync::Mutex::new(BTreeMap::new()),
@@ -391,6 +394,40 @@ impl Context {
     }
 
     /// The AgentIdentity a request is for, from the cache.
+    /// The rules of a role now (`kind` `Role` or `ClusterRole`; `namespace`
+    /// empty for a ClusterRole), by the caches; `None` if there is none.
+    pub fn role_rules(&self, kind: &str, namespace: &str, name: &str) -> Option<Vec<PolicyRule>> {
+        let rules = match kind {
+            "ClusterRole" => self.stores.cluster_roles.get(&ObjectRef::new(name))?.rules.clone(),
+            _ => self.stores.roles.get(&ObjectRef::new(name).within(namespace))?.rules.clone(),
+        };
+        Some(rules.unwrap_or_default())
+    }
+
+    /// The roles `spec` binds by name, with their rules now: what a grant
+    /// records when it is decided ([`crate::policy::role_content`]).
+    pub fn granted_roles(&self, spec: &crate::api::access_request::AccessRequestSpec) -> Vec<GrantedRole> {
+        use crate::api::access_request::RoleKind;
+        let Some(role) = &spec.role else { return Vec::new() };
+        let at = |kind: &str, namespace: &str| {
+            self.role_rules(kind, namespace, &role.name).map(|rules| GrantedRole {
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: role.name.clone(),
+                rules,
+            })
+        };
+        match role.kind {
+            RoleKind::ClusterRole => at("ClusterRole", "").into_iter().collect(),
+            RoleKind::Role => spec.namespaces.iter().filter_map(|ns| at("Role", ns)).collect(),
+        }
+    }
+
+    /// Whether the grants namespace exists, by the namespace cache.
+    pub fn grants_namespace_exists(&self) -> bool {
+        self.stores.namespaces.state().iter().any(|ns| ns.name_any() == self.grants_namespace)
+    }
+
     pub fn agent_of(&self, request: &AccessRequest) -> Option<std::sync::Arc<AgentIdentity>> {
         let name = request.spec.for_agent.as_ref()?;
         let ns = request.namespace()?;
@@ -417,6 +454,9 @@ pub struct Stores {
     pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
     pub role_bindings: Store<RoleBinding>,
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    /// Roles not made by kube-jit, and every ClusterRole: what grants bind by name.
+    pub roles: Store<Role>,
+    pub cluster_roles: Store<ClusterRole>,
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -55,6 +55,8 @@ pub struct Settings {
     /// The audiences tokens for grant identities may carry; empty: the API
     /// server's default audiences ([`api_client::api_server_audiences`]).
     pub token_audiences: Vec<String>,
+    /// Where grant identities live ([`names::DEFAULT_GRANTS_NAMESPACE`] by default).
+    pub grants_namespace: String,
 }
 
 impl Default for Settings {
@@ -65,7 +67,19 @@ impl Default for Settings {
             leader_election: None,
             http_addr: None,
             token_audiences: Vec::new(),
+            grants_namespace: names::DEFAULT_GRANTS_NAMESPACE.into(),
         }
+    }
+}
+
+/// Logs the objects labelled as kube-jit's that no grant made: never deleted,
+/// and where they bind a ServiceAccount, its standing privilege.
+fn report_foreign(foreign: &[String]) {
+    if !foreign.is_empty() {
+        tracing::warn!(
+            objects = ?foreign,
+            "objects carry kube-jit's labels but no grant recorded them: left alone (someone else made them)"
+        );
     }
 }
 
@@ -81,6 +95,25 @@ enum Change {
     /// Re-decide the requests that target or live in this namespace (its
     /// labels changed, or it came or went).
     Namespace(String),
+    /// Re-decide the requests that bind this role by name (its rules changed):
+    /// (kind, namespace, name), the namespace empty for a ClusterRole.
+    Role(String, String, String),
+}
+
+/// A [`ChangeOf`] for roles: announces a role only when its rules change
+/// (labels, annotations and the like do not re-decide anything).
+fn on_rules_change<K: Resource + 'static>(
+    kind: &'static str,
+    rules: fn(&K) -> Option<&Vec<PolicyRule>>,
+) -> impl ChangeOf<K> {
+    let seen = std::sync::Mutex::new(std::collections::HashMap::new());
+    move |role: &K| {
+        let key = (role.meta().namespace.clone().unwrap_or_default(), role.meta().name.clone().unwrap_or_default());
+        let now = serde_json::to_string(&rules(role)).unwrap_or_default();
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = seen.insert(key.clone(), now.clone()).is_some_and(|before| before != now);
+        changed.then(|| Change::Role(kind.to_string(), key.0, key.1))
+    }
 }
 
 /// Cached objects never need their managedFields (often most of an object's
@@ -176,6 +209,8 @@ struct Caches {
     admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
     role_bindings: Store<RoleBinding>,
     cluster_role_bindings: Store<ClusterRoleBinding>,
+    roles: Store<Role>,
+    cluster_roles: Store<ClusterRole>,
     changes: broadcast::Sender<Change>,
 }
 
@@ -198,6 +233,20 @@ impl Caches {
             cluster_role_bindings: cache(Api::all(client.clone()), &changes, |b: &ClusterRoleBinding| {
                 (!only_grant_identities(b.subjects.as_deref())).then_some(Change::Rbac)
             }),
+            // The rules of the roles grants bind by name: a role that gains
+            // rights ends the grants holding it. kube-jit's own Roles (which
+            // only the operator writes) are not watched.
+            roles: cache_selected(
+                Api::all(client.clone()),
+                watcher::Config::default().labels(&format!("{}!={}", names::MANAGED_BY_LABEL, names::MANAGED_BY_VALUE)),
+                &changes,
+                on_rules_change("Role", |r: &Role| r.rules.as_ref()),
+            ),
+            cluster_roles: cache(
+                Api::all(client.clone()),
+                &changes,
+                on_rules_change("ClusterRole", |r: &ClusterRole| r.rules.as_ref()),
+            ),
             approvals: cache(Api::all(client.clone()), &changes, |a: &AccessApproval| {
                 Some(Change::Approval(ObjectRef::new(&a.spec.request).within(&a.namespace()?)))
             }),
@@ -221,6 +270,8 @@ impl Caches {
         self.agents.wait_until_ready().await.map_err(|_| Error::MissingField("agent cache"))?;
         self.approvals.wait_until_ready().await.map_err(|_| Error::MissingField("approval cache"))?;
         self.namespaces.wait_until_ready().await.map_err(|_| Error::MissingField("namespace cache"))?;
+        self.roles.wait_until_ready().await.map_err(|_| Error::MissingField("role cache"))?;
+        self.cluster_roles.wait_until_ready().await.map_err(|_| Error::MissingField("cluster role cache"))?;
         let admission = &self.admission_policies;
         admission.wait_until_ready().await.map_err(|_| Error::MissingField("admission policy cache"))?;
         let bindings = &self.admission_bindings;
@@ -242,6 +293,8 @@ impl Caches {
             admission_bindings: self.admission_bindings.clone(),
             role_bindings: self.role_bindings.clone(),
             cluster_role_bindings: self.cluster_role_bindings.clone(),
+            roles: self.roles.clone(),
+            cluster_roles: self.cluster_roles.clone(),
         }
     }
 
@@ -392,6 +445,7 @@ async fn act(
     let (managed_objects, managed_changes) = managed::ManagedObjects::start(&client);
     let mut ctx = Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone());
     ctx.token_audiences = settings.token_audiences.clone();
+    ctx.grants_namespace = settings.grants_namespace.clone();
     while ctx.token_audiences.is_empty() {
         // Grant identities record them; without them no token could be minted.
         match api_client::api_server_audiences(&client).await {
@@ -407,6 +461,12 @@ async fn act(
     if let Err(why) = ctx.admission_ready() {
         tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
     }
+    if !ctx.grants_namespace_exists() {
+        tracing::error!(
+            namespace = %ctx.grants_namespace,
+            "the grants namespace does not exist: grants will fail until it is created (or --grants-namespace names another)"
+        );
+    }
 
     // Before anything else: revoke what expired while no operator ran. The API
     // server may be restarting too: retry rather than exit with grants overdue.
@@ -417,7 +477,7 @@ async fn act(
                 let requests =
                     Api::<AccessRequest>::all(client.clone()).list(&kube::api::ListParams::default()).await?.items;
                 let overdue = sweep::revoke_overdue(&ctx, &requests, Duration::ZERO).await?;
-                let swept = sweep::sweep(&client).await?;
+                let swept = sweep::sweep(&client, &ctx.grants_namespace).await?;
                 Ok::<_, Error>((requests, overdue, swept))
             };
             match done.await {
@@ -432,7 +492,8 @@ async fn act(
         // Stopping while the API server stays unreachable: the next leader revokes.
         _ = past_grace(stop.clone()) => return Ok(()),
     };
-    tracing::info!(overdue_revoked = overdue, orphans_deleted = swept, "start-up revocation done");
+    tracing::info!(overdue_revoked = overdue, orphans_deleted = swept.deleted, "start-up revocation done");
+    report_foreign(&swept.foreign);
     // The same list: those it shows overdue were just ended, the rest are untouched.
     let resumed = access_request::resume_interrupted(&ctx, requests).await;
     if resumed > 0 {
@@ -445,11 +506,23 @@ async fn act(
         async move {
             let mut tick = tokio::time::interval(interval);
             tick.tick().await;
+            let mut reported = swept.foreign;
             loop {
                 tick.tick().await;
-                match sweep::sweep(&ctx.client).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(deleted = n, "sweep deleted managed objects that outlived their grant"),
+                match sweep::sweep(&ctx.client, &ctx.grants_namespace).await {
+                    Ok(swept) => {
+                        if swept.deleted > 0 {
+                            tracing::warn!(
+                                deleted = swept.deleted,
+                                "sweep deleted managed objects that outlived their grant"
+                            );
+                        }
+                        // Each finding once, not every sweep.
+                        if swept.foreign != reported {
+                            report_foreign(&swept.foreign);
+                            reported = swept.foreign;
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "sweep failed"),
                 }
             }
@@ -501,6 +574,38 @@ async fn act(
             futures::stream::iter(affected)
         })
     };
+    let role_triggers = {
+        let requests = controller.store();
+        // A missed change re-decides every open request that binds a role.
+        let changed = caches.subscribe(
+            |c| match c {
+                Change::Role(kind, ns, name) => Some(Some((kind, ns, name))),
+                _ => None,
+            },
+            Some(None),
+        );
+        changed.flat_map(move |role: Option<(String, String, String)>| {
+            let affected: Vec<_> = requests
+                .state()
+                .iter()
+                .filter(|r| !r.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+                .filter(|r| {
+                    let Some(bound) = &r.spec.role else { return false };
+                    role.as_ref().is_none_or(|(kind, ns, name)| {
+                        let kind_matches = match bound.kind {
+                            crate::api::access_request::RoleKind::ClusterRole => kind == "ClusterRole",
+                            crate::api::access_request::RoleKind::Role => {
+                                kind == "Role" && r.spec.namespaces.contains(ns)
+                            }
+                        };
+                        kind_matches && &bound.name == name
+                    })
+                })
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect();
+            futures::stream::iter(affected)
+        })
+    };
     let rbac = caches.subscribe(|c| matches!(c, Change::Rbac).then_some(()), Some(()));
     let agents_controller = Controller::new(Api::<AgentIdentity>::all(client.clone()), watcher::Config::default());
     let agents_stop = stop_once_ready(stop.clone(), agents_controller.store());
@@ -518,6 +623,7 @@ async fn act(
         .reconcile_on(managed_changes)
         .reconcile_on(approval_triggers)
         .reconcile_on(namespace_triggers)
+        .reconcile_on(role_triggers)
         .reconcile_all_on(everything)
         .trigger_backoff(backoff::watches())
         .graceful_shutdown_on(requests_stop)

@@ -156,12 +156,19 @@ const THROTTLED_RETRY_FOR: Duration = Duration::from_secs(5);
 /// Deletes one managed object by kind, namespace and name; `Ok(false)` if it
 /// was already gone. A 429 is retried with backoff for a few seconds.
 pub async fn delete_by_ref(client: &Client, kind: &str, namespace: &str, name: &str) -> Result<bool> {
+    delete_exact(client, kind, namespace, name, None).await
+}
+
+/// [`delete_by_ref`], of the object with `uid` only (when given): `Ok(false)`
+/// if the object of that name is now another one (a uid precondition,
+/// answered 409 by the API server).
+pub async fn delete_exact(client: &Client, kind: &str, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool> {
     let give_up = tokio::time::Instant::now() + THROTTLED_RETRY_FOR;
     let mut wait = Duration::from_millis(50);
     loop {
         let result = {
             let _permit = DELETES.acquire().await.expect("the delete semaphore is never closed");
-            delete_once(client, kind, namespace, name).await
+            delete_once(client, kind, namespace, name, uid).await
         };
         match result {
             Err(Error::Kube(kube::Error::Api(s))) if s.code == 429 && tokio::time::Instant::now() + wait < give_up => {
@@ -173,10 +180,14 @@ pub async fn delete_by_ref(client: &Client, kind: &str, namespace: &str, name: &
     }
 }
 
-async fn delete_once(client: &Client, kind: &str, namespace: &str, name: &str) -> Result<bool> {
+async fn delete_once(client: &Client, kind: &str, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool> {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     // Background propagation: the object goes now, dependants after.
-    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: uid.map(|uid| kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        ..DeleteParams::default()
+    };
     let result = match kind {
         "ServiceAccount" => {
             Api::<ServiceAccount>::namespaced(client.clone(), namespace).delete(name, &dp).await.map(|_| ())
@@ -194,6 +205,8 @@ async fn delete_once(client: &Client, kind: &str, namespace: &str, name: &str) -
     match result {
         Ok(()) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        // The uid precondition failed: the name now belongs to another object.
+        Err(kube::Error::Api(s)) if s.code == 409 && uid.is_some() => Ok(false),
         Err(e) => Err(Error::Kube(e)),
     }
 }

@@ -1,13 +1,14 @@
 //! Safety nets that do not trust the reconcile loop: on start, revoke every
 //! overdue grant before anything else; while running, revoke any grant still
 //! live shortly after its expiry, from a fresh list; and periodically delete
-//! any kube-jit-managed object whose grant is over or whose request is gone.
+//! any object of kube-jit's whose grant is over or whose request is gone
+//! (kube-jit's by what grants recorded, never by labels: `grant::ownership`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
@@ -19,6 +20,7 @@ use super::objects;
 use crate::api::access_request::{AccessRequest, Phase};
 use crate::conditions::reasons;
 use crate::error::{Error, Result};
+use crate::grant::ownership::{self, Verdict};
 use crate::names;
 
 /// Revokes every grant of `requests` (listed from the API server) whose expiry
@@ -162,62 +164,103 @@ fn fmt_expiry(t: Option<Timestamp>) -> String {
     t.map(|t| t.to_string()).unwrap_or_else(|| "an unknown time".into())
 }
 
-/// Why a managed object must go, if it must.
-fn verdict(meta: &kube::api::ObjectMeta, live: &HashMap<String, String>, now: Timestamp) -> Option<&'static str> {
-    let annotations = meta.annotations.clone().unwrap_or_default();
-    let expired = annotations
-        .get(names::EXPIRES_AT_ANNOTATION)
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .is_none_or(|t| t <= now);
-    if expired {
-        return Some("expired or unreadable expiry");
-    }
-    let grant_id = meta.labels.as_ref().and_then(|l| l.get(names::GRANT_ID_LABEL));
-    let request = annotations.get(names::REQUEST_ANNOTATION);
-    match (request, grant_id) {
-        (Some(r), Some(id)) if live.get(r) == Some(id) => None,
-        _ => Some("its grant is not live"),
-    }
+/// What one sweep did.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Objects of ended or vanished grants it deleted.
+    pub deleted: usize,
+    /// Objects labelled as kube-jit's that no grant recorded (`Kind ns/name`):
+    /// reported, never deleted.
+    pub foreign: Vec<String>,
 }
 
-/// Deletes every managed object whose grant is over or gone, bindings first.
-/// Objects are listed before requests: a grant's status is recorded before its
-/// objects are made, so every object seen here has its grant visible below.
-pub async fn sweep(client: &Client) -> Result<usize> {
-    let found = managed_objects(client).await?;
-
-    // Live grants: request `namespace/name` → grant id.
+/// Deletes every object of kube-jit's whose grant is over or gone, bindings
+/// first, and reports the labelled objects that are not kube-jit's
+/// ([`ownership::verdict`]). Objects are listed before requests: a grant
+/// records its objects before it makes them, so every object of a grant seen
+/// here has its record in the list below. Each delete names the uid listed:
+/// an object replaced meanwhile is left for the next sweep to judge.
+pub async fn sweep(client: &Client, grants_namespace: &str) -> Result<Swept> {
+    let mut found = managed_objects(client).await?;
+    found.extend(grant_secrets(client, grants_namespace).await);
     let requests = Api::<AccessRequest>::all(client.clone()).list(&ListParams::default()).await?;
-    let live: HashMap<String, String> = requests
-        .items
-        .iter()
-        .filter_map(|r| {
-            let s = r.status.as_ref()?;
-            let g = s.grant.as_ref()?;
-            (!s.phase.is_terminal() && g.revoked_at.is_none())
-                .then(|| (format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()), g.id.clone()))
-        })
-        .collect();
-    let now = Timestamp::now();
-    let mut deleted = 0;
+    let ledger = ownership::Ledger::of(&requests.items, Timestamp::now());
+    let mut swept = Swept::default();
     for (kind, meta) in found {
-        if let Some(why) = verdict(&meta, &live, now) {
-            let ns = meta.namespace.clone().unwrap_or_default();
-            let name = meta.name.clone().unwrap_or_default();
-            // One failure must not stop the sweep of everything else.
-            match objects::delete_by_ref(client, &kind, &ns, &name).await {
-                Ok(true) => {
-                    tracing::warn!(kind, namespace = ns, name, why, "sweep deleted a managed object");
-                    deleted += 1;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(kind, namespace = ns, name, error = %e, "sweep could not delete a managed object")
-                }
+        let ns = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let why = match ownership::verdict(&kind, &meta, &ledger, grants_namespace) {
+            Verdict::Keep => continue,
+            Verdict::Foreign => {
+                swept.foreign.push(describe(&kind, &meta));
+                continue;
+            }
+            Verdict::Delete(why) => why,
+        };
+        // One failure must not stop the sweep of everything else.
+        match objects::delete_exact(client, &kind, &ns, &name, meta.uid.as_deref()).await {
+            Ok(true) => {
+                tracing::warn!(kind, namespace = ns, name, why, "sweep deleted a managed object");
+                swept.deleted += 1;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(kind, namespace = ns, name, error = %e, "sweep could not delete a managed object")
             }
         }
     }
-    Ok(deleted)
+    Ok(swept)
+}
+
+/// The objects of kube-jit's that no live grant holds (what [`sweep`]
+/// deletes), for uninstall; `foreign` hears of each labelled object that is
+/// not kube-jit's.
+pub async fn owned_leftovers(
+    client: &Client,
+    grants_namespace: &str,
+    foreign: &dyn Fn(String),
+) -> Result<Vec<(String, kube::api::ObjectMeta)>> {
+    let mut found = managed_objects(client).await?;
+    found.extend(grant_secrets(client, grants_namespace).await);
+    let requests = Api::<AccessRequest>::all(client.clone()).list(&ListParams::default()).await?;
+    let ledger = ownership::Ledger::of(&requests.items, Timestamp::now());
+    let mut left = Vec::new();
+    for (kind, meta) in found {
+        match ownership::verdict(&kind, &meta, &ledger, grants_namespace) {
+            Verdict::Keep => {}
+            Verdict::Foreign => foreign(describe(&kind, &meta)),
+            Verdict::Delete(_) => left.push((kind, meta)),
+        }
+    }
+    Ok(left)
+}
+
+fn describe(kind: &str, meta: &kube::api::ObjectMeta) -> String {
+    match (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default()) {
+        ("", name) => format!("{kind} {name}"),
+        (ns, name) => format!("{kind} {ns}/{name}"),
+    }
+}
+
+/// The token Secrets in the grants namespace (the only Secrets the operator
+/// may list); none, with a warning, if it may not list them there.
+async fn grant_secrets(client: &Client, grants_namespace: &str) -> Vec<(String, kube::api::ObjectMeta)> {
+    let api = Api::<Secret>::namespaced(client.clone(), grants_namespace);
+    match api.list_metadata(&ListParams::default().labels(names::MANAGED_SELECTOR)).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .map(|i| {
+                let mut meta = i.metadata;
+                meta.managed_fields = None;
+                ("Secret".to_string(), meta)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(namespace = grants_namespace, error = %e, "sweep could not list token Secrets");
+            Vec::new()
+        }
+    }
 }
 
 /// Every object labelled as kube-jit's, as (kind, metadata), bindings first.
@@ -257,37 +300,5 @@ where
             Some(token) => page = page.continue_token(&token),
             None => return Ok(found),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::api::ObjectMeta;
-
-    fn meta(expires: &str, request: &str, id: &str) -> ObjectMeta {
-        ObjectMeta {
-            labels: Some([(names::GRANT_ID_LABEL.to_string(), id.to_string())].into()),
-            annotations: Some(
-                [
-                    (names::EXPIRES_AT_ANNOTATION.to_string(), expires.to_string()),
-                    (names::REQUEST_ANNOTATION.to_string(), request.to_string()),
-                ]
-                .into(),
-            ),
-            ..ObjectMeta::default()
-        }
-    }
-
-    #[test]
-    fn sweep_verdicts() {
-        let now: Timestamp = "2026-01-01T12:00:00Z".parse().unwrap();
-        let live: HashMap<String, String> = [("ns/r".to_string(), "abc".to_string())].into();
-        assert_eq!(verdict(&meta("2026-01-01T12:05:00Z", "ns/r", "abc"), &live, now), None);
-        assert!(verdict(&meta("2026-01-01T11:59:59Z", "ns/r", "abc"), &live, now).is_some(), "expired");
-        assert!(verdict(&meta("garbage", "ns/r", "abc"), &live, now).is_some(), "unreadable expiry");
-        assert!(verdict(&meta("2026-01-01T12:05:00Z", "ns/gone", "abc"), &live, now).is_some(), "request gone");
-        assert!(verdict(&meta("2026-01-01T12:05:00Z", "ns/r", "old"), &live, now).is_some(), "name reused");
-        assert!(verdict(&ObjectMeta::default(), &live, now).is_some(), "no annotations");
     }
 }

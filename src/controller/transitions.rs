@@ -77,6 +77,7 @@ pub async fn approve(
         service_account: Some(plan.holder.clone()),
         username: Some(names::service_account_username(&plan.holder.namespace, &plan.holder.name)),
         objects: plan.objects.iter().map(|o| o.object_ref()).collect(),
+        roles: ctx.granted_roles(&request.spec),
         ..GrantStatus::default()
     });
     let written = write_status(ctx, request, &status).await?;
@@ -104,6 +105,7 @@ fn plan_for(
     let ns = request.namespace().unwrap_or_default();
     let policy = ctx.stores.policies.state().into_iter().find(|p| p.name_any() == policy);
     let holders = Holders {
+        grants_namespace: ctx.grants_namespace.clone(),
         token_minter: ctx.agent_of(request).map(|a| names::service_account_username(&ns, &a.spec.service_account_name)),
         may_delegate: policy.is_some_and(|p| p.spec.delegation.allowed),
         chain_json: Some(serde_json::to_string(chain)?),
@@ -134,7 +136,10 @@ pub async fn make(
     plan: Plan,
     expires_at: Timestamp,
 ) -> Result<Action> {
-    let missing = objects::missing_roles(&ctx.client, &request.spec).await?;
+    let mut missing = objects::missing_roles(&ctx.client, &request.spec).await?;
+    if plan.holder.namespace == ctx.grants_namespace && !ctx.grants_namespace_exists() {
+        missing.push(format!("the grants namespace {} (see --grants-namespace)", ctx.grants_namespace));
+    }
     if !missing.is_empty() {
         let why = format!("{} does not exist; nothing was granted", missing.join(", "));
         return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;

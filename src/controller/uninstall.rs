@@ -1,7 +1,9 @@
 //! `kube-jit uninstall`: removing kube-jit must never orphan a grant. Every
 //! request is ended (grants revoked, reason `Uninstalled`, with an audit line),
-//! every object labelled as kube-jit's is deleted, and every kube-jit finalizer
-//! is removed so deleting the CRDs cannot hang once no operator runs.
+//! every object of kube-jit's that is left is deleted (kube-jit's by what its
+//! grants recorded or by living in the grants namespace, never by labels:
+//! others that carry its labels are named and left alone), and every kube-jit
+//! finalizer is removed so deleting the CRDs cannot hang once no operator runs.
 
 use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -37,7 +39,7 @@ pub struct Report {
 
 /// Ends every request, deletes every managed object, removes every finalizer;
 /// `say` receives one line per step. Idempotent: a second run finds nothing to do.
-pub async fn uninstall(client: &Client, say: &dyn Fn(String)) -> Result<Report> {
+pub async fn uninstall(client: &Client, grants_namespace: &str, say: &dyn Fn(String)) -> Result<Report> {
     let mut report = Report::default();
     let ctx = Context::new(client.clone(), empty_stores(), String::new());
     let all = Api::<AccessRequest>::all(client.clone());
@@ -59,10 +61,14 @@ pub async fn uninstall(client: &Client, say: &dyn Fn(String)) -> Result<Report> 
         }
     }
 
-    // Whatever is still labelled as kube-jit's, whichever request it came from.
-    for (kind, meta) in sweep::managed_objects(client).await? {
+    // Whatever of kube-jit's is left, whichever request it came from.
+    for (kind, meta) in sweep::owned_leftovers(client, grants_namespace, &|foreign| {
+        say(format!("left alone: {foreign} (labelled as kube-jit's, but no grant made it)"))
+    })
+    .await?
+    {
         let (ns, name) = (meta.namespace.unwrap_or_default(), meta.name.unwrap_or_default());
-        match objects::delete_by_ref(client, &kind, &ns, &name).await {
+        match objects::delete_exact(client, &kind, &ns, &name, meta.uid.as_deref()).await {
             Ok(true) => {
                 report.objects_deleted += 1;
                 say(format!("deleted {kind} {}", qualified(&ns, &name)));
@@ -87,7 +93,7 @@ pub async fn uninstall(client: &Client, say: &dyn Fn(String)) -> Result<Report> 
     }
 
     // Check, rather than trust, that nothing is left.
-    for (kind, meta) in sweep::managed_objects(client).await? {
+    for (kind, meta) in sweep::owned_leftovers(client, grants_namespace, &|_| {}).await? {
         let (ns, name) = (meta.namespace.unwrap_or_default(), meta.name.unwrap_or_default());
         report.failures.push(format!("{kind} {} is still there", qualified(&ns, &name)));
     }
@@ -168,5 +174,7 @@ fn empty_stores() -> Stores {
         admission_bindings: empty(),
         role_bindings: empty(),
         cluster_role_bindings: empty(),
+        roles: empty(),
+        cluster_roles: empty(),
     }
 }

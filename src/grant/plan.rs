@@ -155,8 +155,11 @@ pub enum PlanError {
 
 /// Who holds what beyond the bindings: decided by the caller from the agent
 /// and the matched policy.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Holders {
+    /// The namespace grant identities live in (`--grants-namespace`): their
+    /// ServiceAccount, the right to mint tokens for it and the token Secret.
+    pub grants_namespace: String,
     /// Username allowed to mint tokens for the grant identity: the agent's base
     /// ServiceAccount for requests made for an agent, else the requester.
     pub token_minter: Option<String>,
@@ -168,6 +171,18 @@ pub struct Holders {
     /// The audiences tokens for the grant identity may carry (the API
     /// server's own), recorded on it for admission to enforce.
     pub token_audiences: Vec<String>,
+}
+
+impl Default for Holders {
+    fn default() -> Self {
+        Holders {
+            grants_namespace: names::DEFAULT_GRANTS_NAMESPACE.to_string(),
+            token_minter: None,
+            may_delegate: false,
+            chain_json: None,
+            token_audiences: Vec::new(),
+        }
+    }
 }
 
 /// The ClusterRole bound to grant identities that may delegate.
@@ -221,7 +236,11 @@ pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -
     let mut objects = Vec::new();
     let holder = match spec.delivery.mode {
         DeliveryMode::EphemeralServiceAccount => {
-            let mut sa_meta = meta(&base_name, Some(&namespace));
+            // The identity and what makes it usable live where no tenant holds
+            // namespace-wide rights: nobody can run a Pod as it, impersonate it
+            // with `edit`, or mint for it beyond the one RoleBinding below.
+            let grants_ns = holders.grants_namespace.as_str();
+            let mut sa_meta = meta(&base_name, Some(grants_ns));
             let minter = holders.token_minter.as_deref().unwrap_or(&spec.requester.user);
             let sa_annotations = sa_meta.annotations.get_or_insert_default();
             if let Some(chain) = &holders.chain_json {
@@ -235,20 +254,28 @@ pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -
                 automount_service_account_token: Some(false),
                 ..ServiceAccount::default()
             }));
-            // The requester, and nobody else, may mint tokens for this one identity.
+            // The requester, and nobody else, may mint tokens for this one
+            // identity (and read its token Secret, if it has one).
             let token_name = names::object_name(&name, "token", &id);
-            objects.push(Managed::Role(Role {
-                metadata: meta(&token_name, Some(&namespace)),
-                rules: Some(vec![PolicyRule {
+            let mut rules = vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["serviceaccounts/token".into()]),
+                resource_names: Some(vec![base_name.clone()]),
+                verbs: vec!["create".into()],
+                ..PolicyRule::default()
+            }];
+            if spec.delivery.token_secret {
+                rules.push(PolicyRule {
                     api_groups: Some(vec![String::new()]),
-                    resources: Some(vec!["serviceaccounts/token".into()]),
+                    resources: Some(vec!["secrets".into()]),
                     resource_names: Some(vec![base_name.clone()]),
-                    verbs: vec!["create".into()],
+                    verbs: vec!["get".into()],
                     ..PolicyRule::default()
-                }]),
-            }));
+                });
+            }
+            objects.push(Managed::Role(Role { metadata: meta(&token_name, Some(grants_ns)), rules: Some(rules) }));
             objects.push(Managed::RoleBinding(RoleBinding {
-                metadata: meta(&token_name, Some(&namespace)),
+                metadata: meta(&token_name, Some(grants_ns)),
                 role_ref: role_ref("Role", &token_name),
                 subjects: Some(vec![requester_subject(minter)]),
             }));
@@ -262,19 +289,21 @@ pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -
                     subjects: Some(vec![Subject {
                         kind: "ServiceAccount".into(),
                         name: base_name.clone(),
-                        namespace: Some(namespace.clone()),
+                        namespace: Some(grants_ns.to_string()),
                         api_group: None,
                     }]),
                 }));
             }
             if spec.delivery.token_secret {
+                // Beside the identity: a token can be bound only to an object
+                // in its ServiceAccount's namespace.
                 objects.push(Managed::Secret(Secret {
-                    metadata: meta(&base_name, Some(&namespace)),
+                    metadata: meta(&base_name, Some(grants_ns)),
                     type_: Some("Opaque".into()),
                     ..Secret::default()
                 }));
             }
-            ObjectRef { kind: "ServiceAccount".into(), namespace: namespace.clone(), name: base_name.clone() }
+            ObjectRef { kind: "ServiceAccount".into(), namespace: grants_ns.to_string(), name: base_name.clone() }
         }
         DeliveryMode::RequesterServiceAccount => {
             let (ns, sa) = parse_service_account_username(&spec.requester.user)
@@ -382,7 +411,16 @@ mod tests {
         let p = plan(&request(spec()), "2026-01-01T00:00:00Z").unwrap();
         let refs: Vec<String> = p.objects.iter().map(|o| format!("{:?}", o.object_ref())).collect();
         assert_eq!(p.objects.len(), 5, "{refs:#?}");
-        assert_eq!(p.holder.namespace, "agents");
+        // The identity and the right to mint for it live in the grants
+        // namespace, out of reach of anyone with rights in `agents`.
+        assert_eq!(p.holder.namespace, names::DEFAULT_GRANTS_NAMESPACE);
+        for o in &p.objects {
+            let ns = o.metadata().namespace.clone().unwrap_or_default();
+            let in_grants = matches!(o.kind(), "ServiceAccount" | "Role" | "Secret")
+                || o.metadata().name.as_deref() == p.mint_right.as_deref();
+            assert_eq!(ns == names::DEFAULT_GRANTS_NAMESPACE, in_grants, "{:?}", o.object_ref());
+            assert_ne!(ns, "agents", "nothing of the grant in the requester's namespace: {:?}", o.object_ref());
+        }
         let bindings = p.objects.iter().filter(|o| o.stage() == Stage::Bindings).count();
         assert_eq!(bindings, 3, "two grant bindings and the token binding");
         for o in &p.objects {
@@ -403,6 +441,32 @@ mod tests {
             })
             .unwrap();
         assert_eq!(token_binding.subjects.as_ref().unwrap()[0].name, "planner");
+    }
+
+    #[test]
+    fn a_token_secret_sits_beside_the_identity_and_only_the_requester_reads_it() {
+        let mut s = spec();
+        s.delivery.token_secret = true;
+        let holders = Holders { grants_namespace: "grants".into(), ..Holders::default() };
+        let p = plan_with(&request(s), "t", &holders).unwrap();
+        let secret = p.token_secret().unwrap();
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("grants"));
+        assert_eq!(p.part_of("Secret", secret.metadata.name.as_deref().unwrap()), Part::Usable);
+        let mint = p.mint_right.clone().unwrap();
+        let role = p
+            .objects
+            .iter()
+            .find_map(|o| match o {
+                Managed::Role(r) if r.metadata.name.as_deref() == Some(mint.as_str()) => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(role.metadata.namespace.as_deref(), Some("grants"));
+        let rules = role.rules.as_ref().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[1].resources.as_deref(), Some(&["secrets".to_string()][..]));
+        assert_eq!(rules[1].resource_names, secret.metadata.name.clone().map(|n| vec![n]));
+        assert_eq!(rules[1].verbs, vec!["get".to_string()]);
     }
 
     #[test]

@@ -188,6 +188,7 @@ mod tests {
                 limits: Default::default(),
                 delegation: DelegationRule { allowed, max_depth: Some(depth) },
                 extension: Default::default(),
+                delivery: Default::default(),
             },
         );
         p.metadata.name = Some("p".into());

@@ -198,6 +198,14 @@ fn check_policy(
         }
     }
 
+    // To whom: a fresh identity in the grants namespace, unless the policy
+    // lets the rights reach the requester's own ServiceAccount.
+    if spec.delivery.mode == DeliveryMode::RequesterServiceAccount && !p.delivery.requester_service_account {
+        return Err("it does not allow delivery to the requester's own ServiceAccount \
+             (delivery.requesterServiceAccount)"
+            .into());
+    }
+
     // Where.
     if spec.cluster_wide && !p.grants.cluster_wide {
         return Err("it does not allow cluster-wide grants".into());

@@ -84,6 +84,7 @@ mod tests {
             limits: Default::default(),
             delegation: Default::default(),
             extension: ExtensionRule { allowed, max_extensions },
+            delivery: Default::default(),
         }
     }
 

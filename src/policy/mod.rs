@@ -8,6 +8,7 @@ pub mod delegation;
 pub mod evaluate;
 pub mod extension;
 pub mod risk;
+pub mod role_content;
 pub mod standing_privilege;
 
 pub use evaluate::{Allowed, ClusterFacts, Evaluation, evaluate};

@@ -19,6 +19,7 @@ use crate::support::scenario;
 use crate::support::{self, Cluster};
 
 const POLICY: &str = "kube-jit-grant-tokens";
+const GRANTS_NAMESPACE: &str = kube_jit::names::DEFAULT_GRANTS_NAMESPACE;
 
 /// Asks for a token for `request`'s grant identity as `client`, with `spec`.
 async fn token(client: &Client, request: &AccessRequest, spec: serde_json::Value) -> Result<TokenRequest, kube::Error> {
@@ -36,6 +37,28 @@ async fn token(client: &Client, request: &AccessRequest, spec: serde_json::Value
             }
             other => return other,
         }
+    }
+}
+
+/// One attempt at [`token`], for refusals by RBAC (which [`token`] waits out).
+async fn token_once(
+    client: &Client,
+    request: &AccessRequest,
+    spec: serde_json::Value,
+) -> Result<TokenRequest, kube::Error> {
+    let sa = request.status.as_ref().and_then(|s| s.grant.as_ref()).and_then(|g| g.service_account.clone()).unwrap();
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": spec})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &sa.namespace)
+        .create_token_request(&sa.name, &PostParams::default(), &tr)
+        .await
+}
+
+/// Asserts `result` is a refusal by RBAC (403, not by admission), for the row `what`.
+#[track_caller]
+fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 403 && !s.message.contains("ValidatingAdmissionPolicy") => {}
+        other => panic!("{what}: expected a 403 from RBAC, got {other:?}"),
     }
 }
 
@@ -75,10 +98,13 @@ async fn tokens_for_grant_identities_stay_within_the_grant() {
     .await;
     assert_refused(r, POLICY, "a token for the API server and vault");
 
-    // Bound to an object of the requester's choosing, which outlives nothing useful.
+    // Bound to an object of the requester's choosing (one an admin left in the
+    // grants namespace, where a token's bound object must be), which outlives
+    // nothing useful.
+    let grants = GRANTS_NAMESPACE;
     let anchor: Secret = serde_json::from_value(json!({"metadata": {"name": "anchor"}})).unwrap();
     let anchor =
-        Api::<Secret>::namespaced(admin.clone(), "agents").create(&PostParams::default(), &anchor).await.unwrap();
+        Api::<Secret>::namespaced(admin.clone(), grants).create(&PostParams::default(), &anchor).await.unwrap();
     let bound = json!({"expirationSeconds": 600,
         "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": "anchor", "uid": anchor.metadata.uid}});
     cluster.kubectl(&[
@@ -86,7 +112,7 @@ async fn tokens_for_grant_identities_stay_within_the_grant() {
         "role",
         "read-anchor",
         "-n",
-        "agents",
+        grants,
         "--verb=get",
         "--resource=secrets",
         "--resource-name=anchor",
@@ -96,17 +122,23 @@ async fn tokens_for_grant_identities_stay_within_the_grant() {
         "rolebinding",
         "planner-anchor",
         "-n",
-        "agents",
+        grants,
         "--role=read-anchor",
         "--serviceaccount=agents:planner",
     ]);
     let r = token(&planner.client, &short, bound).await;
     assert_refused(r, POLICY, "a token bound to a Secret of the requester's choosing");
 
-    // Someone else with `create serviceaccounts/token` in the namespace.
+    // The owner of the requester's namespace: the grant identity is not there.
     let olga = cluster.impersonate("olga", &[]);
+    let r = token_once(&olga, &short, json!({"expirationSeconds": 600})).await;
+    assert_forbidden(r, "the owner of agents mints for planner's grant identity");
+    // Given `create serviceaccounts/token` in the grants namespace by mistake,
+    // she still cannot: admission names the one minter.
+    cluster.kubectl(&["create", "role", "mint-any", "-n", grants, "--verb=create", "--resource=serviceaccounts/token"]);
+    cluster.kubectl(&["create", "rolebinding", "olga-mint", "-n", grants, "--role=mint-any", "--user=olga"]);
     let r = token(&olga, &short, json!({"expirationSeconds": 600})).await;
-    assert_refused(r, POLICY, "the namespace's owner mints for planner's grant identity");
+    assert_refused(r, POLICY, "someone with the right to mint in the grants namespace mints for planner's grant");
 
     // The operator's own token Secret is still filled.
     let mut spec = scenario::view_request("15m");
@@ -114,10 +146,11 @@ async fn tokens_for_grant_identities_stay_within_the_grant() {
     planner.request("secret", spec).await;
     let with_secret = scenario::wait_phase(&admin, "agents", "secret", Phase::Granted, Duration::from_secs(30)).await;
     let grant = with_secret.status.as_ref().unwrap().grant.clone().unwrap();
-    let secret_name = grant.objects.iter().find(|o| o.kind == "Secret").expect("token Secret").name.clone();
+    let secret = grant.objects.iter().find(|o| o.kind == "Secret").expect("token Secret").clone();
+    assert_eq!(secret.namespace, grants, "the token Secret lives beside the grant identity");
     let filled = support::eventually(Duration::from_secs(10), || async {
-        Api::<Secret>::namespaced(admin.clone(), "agents")
-            .get(&secret_name)
+        Api::<Secret>::namespaced(admin.clone(), grants)
+            .get(&secret.name)
             .await
             .is_ok_and(|s| s.data.is_some_and(|d| d.contains_key("token")))
     })

@@ -18,13 +18,13 @@ use crate::support::scenario::{self, Agent};
 use crate::support::{self, Cluster};
 
 /// A webhook nobody serves (the API server answers 500 "failed calling
-/// webhook") on `resource` in namespaces labelled `team=<team>`.
-async fn broken_webhook(admin: &Client, name: &str, group: &str, resource: &str, team: &str) {
+/// webhook") on `resource` in the namespace `namespace`.
+async fn broken_webhook(admin: &Client, name: &str, group: &str, resource: &str, namespace: &str) {
     let webhook: ValidatingWebhookConfiguration = serde_json::from_value(json!({
         "metadata": {"name": name},
         "webhooks": [{"name": format!("{name}.example.com"), "clientConfig": {"url": "https://127.0.0.1:1/"},
             "rules": [{"apiGroups": [group], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": [resource]}],
-            "namespaceSelector": {"matchLabels": {"team": team}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
             "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": 1}]}))
     .unwrap();
     Api::<ValidatingWebhookConfiguration>::all(admin.clone())
@@ -101,7 +101,8 @@ async fn nothing_is_usable_before_the_grant_is_recorded() {
         .delete("broken-rolebindings", &DeleteParams::default())
         .await
         .unwrap();
-    broken_webhook(&admin, "broken-serviceaccounts", "", "serviceaccounts", "agents").await;
+    broken_webhook(&admin, "broken-serviceaccounts", "", "serviceaccounts", kube_jit::names::DEFAULT_GRANTS_NAMESPACE)
+        .await;
     planner.request("no-identity", two_namespaces()).await;
     let (r, _) = watch_minting(&admin, &planner, "no-identity", limit).await;
     assert_eq!(r.status.as_ref().map(|s| s.phase), Some(Phase::Failed), "{:#?}", r.status);

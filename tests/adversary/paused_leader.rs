@@ -1,7 +1,8 @@
 //! A paused leader writes nothing. A leader stopped (SIGSTOP) while it holds
 //! the Lease resumes (SIGCONT) after the other replica took over, with a
 //! grant's expiry due and new requests in its watch: it makes no write and
-//! re-creates no object. Writes are told apart by the User-Agent each replica
+//! re-creates no object. The same for a leader cut off from the API server
+//! (a partition) that keeps running and reconnects after the takeover. Writes are told apart by the User-Agent each replica
 //! sends (`kube-jit/<version> (<identity>)`), as the API server's audit log records it.
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use kube::api::Api;
 use kube_jit::api::Phase;
 
 use crate::support::operator::Operator;
+use crate::support::partition::Partition;
 use crate::support::scenario;
 use crate::support::{self, Cluster};
 
@@ -28,6 +30,17 @@ fn signal(pid: u32, sig: &str) {
 /// Log lines of `operator` that mention `text` anywhere (message or fields).
 fn logged(operator: &Operator, text: &str) -> usize {
     operator.log_lines().iter().filter(|l| l.to_string().contains(text)).count()
+}
+
+/// The standby `b` takes over once the Lease runs out, revokes "due" on time
+/// and grants a new request, "fresh".
+async fn takes_over(admin: &Client, planner: &scenario::Agent, b: &Operator) {
+    let b_acts =
+        support::eventually(Duration::from_secs(30), || async { logged(b, "start-up revocation done") > 0 }).await;
+    assert!(b_acts, "the standby did not take over:\n{}", b.log_tail(20));
+    planner.request("fresh", scenario::view_request("10m")).await;
+    scenario::wait_phase(admin, "agents", "fresh", Phase::Granted, Duration::from_secs(30)).await;
+    scenario::wait_phase(admin, "agents", "due", Phase::Expired, Duration::from_secs(30)).await;
 }
 
 #[tokio::test]
@@ -49,13 +62,7 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
     scenario::wait_phase(&admin, "agents", "due", Phase::Granted, Duration::from_secs(30)).await;
 
     signal(a_pid, "-STOP");
-    // `b` takes over once the Lease runs out, revokes "due" on time and grants a new request.
-    let b_acts =
-        support::eventually(Duration::from_secs(30), || async { logged(&b, "start-up revocation done") > 0 }).await;
-    assert!(b_acts, "the standby did not take over:\n{}", b.log_tail(20));
-    planner.request("fresh", scenario::view_request("10m")).await;
-    scenario::wait_phase(&admin, "agents", "fresh", Phase::Granted, Duration::from_secs(30)).await;
-    scenario::wait_phase(&admin, "agents", "due", Phase::Expired, Duration::from_secs(30)).await;
+    takes_over(&admin, &planner, &b).await;
 
     let position = cluster.audit_position();
     signal(a_pid, "-CONT");
@@ -75,6 +82,61 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
     let writes = cluster.writes_by_agent_since(position, &format!("{a_suffix})"));
     assert!(writes.is_empty(), "the resumed replica wrote after losing the lease: {writes:#?}");
     eprintln!("paused leader: {} write(s) refused by the fence after SIGCONT", logged(&a, "does not hold the lease"));
+    a.kill();
+}
+
+/// A partition rather than a pause: the leader keeps running (its timers,
+/// its queue) but reaches nothing while the standby takes over, revokes a
+/// grant due meanwhile and grants a new request; when the network heals,
+/// the old leader writes nothing.
+#[tokio::test]
+async fn a_partitioned_leader_writes_nothing_after_the_partition_heals() {
+    let cluster = Cluster::dedicated();
+    let admin = cluster.admin();
+    let planner = scenario::stage(&cluster, &admin, scenario::auto_policy()).await;
+    let partition = Partition::start(cluster.api_server_addr());
+    let args = ["--leader-elect", "--lease-duration", "4", "--sweep-interval", "1"];
+    let mut a = Operator::start_through(&cluster, &args, &format!("https://{}", partition.addr)).await;
+    a.wait_started().await;
+    let a_suffix = format!("-{}", a.pid().unwrap());
+    let b = Operator::start(&cluster, &args).await;
+    b.wait_ready().await;
+    assert!(holder(&admin).await.is_some_and(|h| h.ends_with(&a_suffix)), "a should lead: {:?}", holder(&admin).await);
+
+    planner.request("due", scenario::view_request("15s")).await;
+    scenario::wait_phase(&admin, "agents", "due", Phase::Granted, Duration::from_secs(30)).await;
+
+    partition.cut();
+    takes_over(&admin, &planner, &b).await;
+    // `a`'s own clock closed its fence when its Lease ran out, unrenewed.
+    let fenced = support::eventually(Duration::from_secs(30), || async { logged(&a, "lost the lease") > 0 }).await;
+    assert!(fenced, "the partitioned replica did not notice it lost the lease:\n{}", a.log_tail(20));
+
+    let position = cluster.audit_position();
+    partition.heal();
+    // Its watches reconnect and deliver what happened meanwhile; `b` still leads.
+    let b_suffix = format!("-{}", b.pid().unwrap());
+    let settled = support::eventually(Duration::from_secs(30), || async {
+        support::operator::http_get(a.port, "/healthz").0 == 200
+            && holder(&admin).await.is_some_and(|h| h.ends_with(&b_suffix))
+    })
+    .await;
+    assert!(settled, "after the partition: a alive and b leading: {:?}", holder(&admin).await);
+    // Its watches reconnected (what it would act on has reached it).
+    let caught_up = support::eventually(Duration::from_secs(30), || async {
+        cluster
+            .calls_by_agent_since(position, &format!("{a_suffix})"))
+            .iter()
+            .any(|c| c.starts_with("watch") || c.starts_with("list"))
+    })
+    .await;
+    assert!(
+        caught_up,
+        "the healed replica made no call: {:?}",
+        cluster.calls_by_agent_since(position, &format!("{a_suffix})"))
+    );
+    let writes = cluster.writes_by_agent_since(position, &format!("{a_suffix})"));
+    assert!(writes.is_empty(), "the healed replica wrote after losing the lease: {writes:#?}");
     a.kill();
 }
 

@@ -1,5 +1,6 @@
 //! Decisions are re-made when what they read changes: a namespace's labels,
-//! the policy, the approvers, the AgentIdentity. A grant (or a request
+//! the policy, the approvers, the AgentIdentity, the rules of a role granted
+//! by name. A grant (or a request
 //! waiting for approval) that is no longer allowed ends `PolicyWithdrawn`,
 //! driven by the change itself, not by a periodic re-check (the requeue of a
 //! live grant is minutes away, so each bound below tells the two apart).
@@ -158,4 +159,79 @@ async fn approve(cluster: &Cluster, request: &AccessRequest, user: &str) {
         .create(&kube::api::PostParams::default(), &approval)
         .await
         .expect("approval");
+}
+
+/// A Role granted by name is what was decided: team-a's admin, who may edit
+/// Roles there, widens it under a live grant, and the grant ends. Edits that
+/// add no right (an annotation, fewer verbs) end nothing.
+#[tokio::test]
+async fn a_role_that_gains_rights_ends_the_grants_holding_it() {
+    let cluster = Cluster::dedicated();
+    let admin = cluster.admin();
+    let planner = scenario::stage(&cluster, &admin, scenario::auto_policy()).await;
+    scenario::apply_policy(
+        &admin,
+        "agents-read",
+        json!({"subjects": {"serviceAccounts": [{"namespace": "agents", "name": "planner"}]},
+               "grants": {"roles": ["deployer"], "namespaces": {"names": ["team-a"]}},
+               "duration": {"default": "10m", "max": "1h"}}),
+    )
+    .await;
+    cluster.kubectl(&["create", "rolebinding", "dana-admin", "-n", "team-a", "--clusterrole=admin", "--user=dana"]);
+    let dana = cluster.impersonate("dana", &[]);
+    let roles = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(dana.clone(), "team-a");
+    let deployer: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "deployer"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}))
+    .unwrap();
+    roles.create(&kube::api::PostParams::default(), &deployer).await.expect("dana makes the Role");
+    let operator = Operator::start(&cluster, &[]).await;
+    operator.wait_started().await;
+
+    let request = json!({"role": {"kind": "Role", "name": "deployer"}, "namespaces": ["team-a"],
+                         "duration": "10m", "purpose": "roll out"});
+    planner.request("held", request.clone()).await;
+    let r = scenario::wait_phase(&admin, "agents", "held", Phase::Granted, Duration::from_secs(30)).await;
+    let recorded = &r.status.as_ref().unwrap().grant.as_ref().unwrap().roles;
+    assert_eq!(recorded.len(), 1, "the grant records the Role it binds: {recorded:?}");
+    let holder = cluster.client_with_token(&planner.mint(&r).await.expect("mint"));
+    assert_eq!(scenario::list_pods_status(&holder, "team-a").await, 200);
+
+    // No new right: an annotation, then one verb fewer.
+    merge(&roles, "deployer", json!({"metadata": {"annotations": {"note": "hello"}}})).await;
+    merge(&roles, "deployer", json!({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]})).await;
+    // Widened: delete on pods, and secrets.
+    let since = Instant::now();
+    merge(
+        &roles,
+        "deployer",
+        json!({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+                         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
+    )
+    .await;
+    assert_ended(&admin, "held", Phase::Revoked, "PolicyWithdrawn", since).await;
+    let ended = Api::<AccessRequest>::namespaced(admin.clone(), "agents").get("held").await.unwrap();
+    let message = ended.status.unwrap().conditions.into_iter().find(|c| c.reason == "PolicyWithdrawn").unwrap().message;
+    // Not the narrowing: the widening, by the rights it added.
+    assert!(message.contains("Role team-a/deployer gained rights"), "{message}");
+    assert!(message.contains("delete") || message.contains("secrets"), "{message}");
+    let denied = support::eventually(Duration::from_secs(15), || async {
+        scenario::list_pods_status(&holder, "team-a").await != 200
+    })
+    .await;
+    assert!(denied, "the grant identity still lists pods in team-a");
+
+    // A grant decided on the widened Role holds it, until it widens again.
+    planner.request("after", request).await;
+    scenario::wait_phase(&admin, "agents", "after", Phase::Granted, Duration::from_secs(30)).await;
+    let since = Instant::now();
+    merge(
+        &roles,
+        "deployer",
+        json!({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+                         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+                         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create"]}]}),
+    )
+    .await;
+    assert_ended(&admin, "after", Phase::Revoked, "PolicyWithdrawn", since).await;
 }

@@ -9,6 +9,7 @@
 
 pub mod helm;
 pub mod operator;
+pub mod partition;
 pub mod scenario;
 
 use std::path::{Path, PathBuf};
@@ -265,10 +266,25 @@ impl Cluster {
         v
     }
 
+    /// The API server's URL, as the admin kubeconfig gives it.
+    pub fn server(&self) -> String {
+        let admin = std::fs::read_to_string(self.kubeconfig()).expect("admin kubeconfig");
+        admin.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server").to_string()
+    }
+
+    /// The API server's address (`https://127.0.0.1:<port>`'s socket address).
+    pub fn api_server_addr(&self) -> std::net::SocketAddr {
+        let server = self.server();
+        server.trim_start_matches("https://").trim_end_matches('/').parse().expect("server is ip:port")
+    }
+
     /// A kubeconfig (YAML text) for this cluster that authenticates with `token`.
     pub fn token_kubeconfig(&self, token: &str) -> String {
-        let admin = std::fs::read_to_string(self.kubeconfig()).expect("admin kubeconfig");
-        let server = admin.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server").to_string();
+        self.token_kubeconfig_at(token, &self.server())
+    }
+
+    /// [`Self::token_kubeconfig`], reaching the API server at `server` (a proxy in front of it).
+    pub fn token_kubeconfig_at(&self, token: &str, server: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
             self.dir.join("pki/ca.crt").display()
@@ -428,6 +444,24 @@ where
         }
         if start.elapsed() >= limit {
             return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` (every 50 ms) until it gives a value; `None` after `limit`.
+pub async fn eventually_value<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if start.elapsed() >= limit {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -31,10 +31,21 @@ impl Operator {
         Self::start_as(cluster, args, "kube-jit-system", "kube-jit").await
     }
 
+    /// [`Self::start`], reaching the API server at `server` (a proxy in front of it).
+    pub async fn start_through(cluster: &Cluster, args: &[&str], server: &str) -> Operator {
+        cluster.kubectl(&["apply", "--server-side", "-f", "deploy/operator-rbac.yaml"]);
+        let kubeconfig = operator_kubeconfig_at(cluster, "kube-jit-system", "kube-jit", Some(server)).await;
+        Self::start_with(cluster, args, kubeconfig)
+    }
+
     /// Starts the operator as the existing ServiceAccount `namespace/name`,
     /// with whatever RBAC it was given.
     pub async fn start_as(cluster: &Cluster, args: &[&str], namespace: &str, name: &str) -> Operator {
         let kubeconfig = operator_kubeconfig(cluster, namespace, name).await;
+        Self::start_with(cluster, args, kubeconfig)
+    }
+
+    fn start_with(cluster: &Cluster, args: &[&str], kubeconfig: PathBuf) -> Operator {
         let log = cluster.dir.join(format!("operator-{}.log", super::unique_name("run")));
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         // Its own port on loopback, never the default 0.0.0.0:8080 several operators would share.
@@ -186,6 +197,11 @@ impl Drop for Operator {
 /// A kubeconfig that authenticates as the operator's ServiceAccount
 /// `namespace/name` and nothing else.
 async fn operator_kubeconfig(cluster: &Cluster, namespace: &str, name: &str) -> PathBuf {
+    operator_kubeconfig_at(cluster, namespace, name, None).await
+}
+
+/// [`operator_kubeconfig`], reaching the API server at `server` when given.
+async fn operator_kubeconfig_at(cluster: &Cluster, namespace: &str, name: &str, server: Option<&str>) -> PathBuf {
     let sas: Api<ServiceAccount> = Api::namespaced(cluster.admin(), namespace);
     let request: k8s_openapi::api::authentication::v1::TokenRequest =
         serde_json::from_value(json!({"spec": {"expirationSeconds": 7200}})).unwrap();
@@ -196,7 +212,10 @@ async fn operator_kubeconfig(cluster: &Cluster, namespace: &str, name: &str) -> 
         .status
         .and_then(|s| s.token)
         .expect("token");
-    let path = cluster.dir.join("operator.kubeconfig");
-    std::fs::write(&path, cluster.token_kubeconfig(&token)).expect("write operator kubeconfig");
+    let (path, text) = match server {
+        Some(server) => (cluster.dir.join("operator-proxied.kubeconfig"), cluster.token_kubeconfig_at(&token, server)),
+        None => (cluster.dir.join("operator.kubeconfig"), cluster.token_kubeconfig(&token)),
+    };
+    std::fs::write(&path, text).expect("write operator kubeconfig");
     path
 }

@@ -232,18 +232,27 @@ pub async fn wait_pods_status(client: &Client, ns: &str, code: u16, limit: Durat
     }
 }
 
-/// The token the operator wrote into a grant's token Secret `ns/name`. It is
-/// written right after the grant is recorded Granted (nothing is usable
-/// before), so this waits for it, up to 30 s.
-pub async fn token_from_secret(admin: &Client, ns: &str, name: &str) -> String {
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), ns);
+/// The token the operator wrote into `request`'s token Secret, read as
+/// `client` (the requester: only it may read that Secret). It is written
+/// right after the grant is recorded Granted (nothing is usable before), and
+/// the requester's right to read it reaches the authorizer a moment later, so
+/// this waits for it, up to 30 s.
+pub async fn token_from_secret(client: &Client, request: &AccessRequest) -> String {
+    let grant = request.status.as_ref().and_then(|s| s.grant.as_ref()).expect("a grant");
+    let secret = grant.objects.iter().find(|o| o.kind == "Secret").expect("the grant has a token Secret");
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &secret.namespace);
     let start = Instant::now();
     loop {
-        let data = secrets.get(name).await.ok().and_then(|s| s.data).unwrap_or_default();
+        let data = secrets.get(&secret.name).await.ok().and_then(|s| s.data).unwrap_or_default();
         if let Some(token) = data.get("token").filter(|t| !t.0.is_empty()) {
             return String::from_utf8(token.0.clone()).expect("token is UTF-8");
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "no token in Secret {ns}/{name} after 30 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no token in Secret {}/{} after 30 s",
+            secret.namespace,
+            secret.name
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -289,7 +298,7 @@ pub async fn sleep_until(t: jiff::Timestamp) {
 
 /// The common stage: namespaces `agents`, `team-a`, `team-b` (labelled `team`),
 /// the requester role, an agent `planner` in `agents`, `policy` as
-/// `agents-read`, and token Secrets allowed in `agents`.
+/// `agents-read`.
 pub async fn stage(cluster: &Cluster, admin: &Client, policy: serde_json::Value) -> Agent {
     for ns in ["agents", "team-a", "team-b"] {
         create_namespace(admin, ns, json!({"team": ns})).await;
@@ -297,17 +306,6 @@ pub async fn stage(cluster: &Cluster, admin: &Client, policy: serde_json::Value)
     install_requester_role(admin).await;
     let agent = Agent::create(cluster, admin, "agents", "planner").await;
     apply_policy(admin, "agents-read", policy).await;
-    cluster.kubectl(&[
-        "create",
-        "rolebinding",
-        "kube-jit-token-secrets",
-        "-n",
-        "agents",
-        "--clusterrole",
-        "kube-jit-token-secrets",
-        "--serviceaccount",
-        "kube-jit-system:kube-jit",
-    ]);
     agent
 }
 

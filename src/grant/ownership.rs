@@ -1,0 +1,186 @@
+//! Which objects are kube-jit's own, and so which the operator may delete.
+//! Labels are never the proof: anyone who writes bindings can set them. An
+//! object is a grant's when the grant recorded it in its status (which only
+//! the operator writes) under a name derived from the grant's own id (which
+//! comes from the request's namespace, name and uid, never from its status),
+//! or when it sits in the grants namespace, where only the operator writes.
+//! Anything else that carries kube-jit's labels is foreign: it is reported,
+//! never deleted.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+
+use crate::api::AccessRequest;
+use crate::names;
+
+/// Every object recorded by a grant, with whether that grant is still live.
+#[derive(Debug, Default)]
+pub struct Ledger(HashMap<(String, String, String), bool>);
+
+/// A grant is live until it ends, is revoked or reaches its expiry (a grant
+/// without a readable expiry is not live).
+fn live(request: &AccessRequest, now: Timestamp) -> bool {
+    let Some(status) = request.status.as_ref() else { return false };
+    let Some(grant) = status.grant.as_ref() else { return false };
+    !status.phase.is_terminal() && grant.revoked_at.is_none() && grant.expires_at.as_ref().is_some_and(|t| t.0 > now)
+}
+
+impl Ledger {
+    /// The ledger of `requests` (listed after the objects it judges: a grant
+    /// records its objects before it makes them) at `now`.
+    pub fn of<'a>(requests: impl IntoIterator<Item = &'a AccessRequest>, now: Timestamp) -> Ledger {
+        let mut ledger = HashMap::new();
+        for request in requests {
+            let Some(grant) = request.status.as_ref().and_then(|s| s.grant.as_ref()) else { continue };
+            let id = names::grant_id(
+                &request.namespace().unwrap_or_default(),
+                &request.name_any(),
+                &request.uid().unwrap_or_default(),
+            );
+            let live = live(request, now);
+            for o in grant.objects.iter().filter(|o| names::is_object_of_grant(&o.name, &id)) {
+                let entry = ledger.entry((o.kind.clone(), o.namespace.clone(), o.name.clone())).or_insert(false);
+                *entry |= live;
+            }
+        }
+        Ledger(ledger)
+    }
+
+    /// Whether a grant recorded the object, and if so whether that grant is live.
+    pub fn grant_of(&self, kind: &str, namespace: &str, name: &str) -> Option<bool> {
+        self.0.get(&(kind.to_string(), namespace.to_string(), name.to_string())).copied()
+    }
+}
+
+/// What the sweep does with an object labelled as kube-jit's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A live grant's.
+    Keep,
+    /// kube-jit's, and its grant is over or gone: delete it (why).
+    Delete(&'static str),
+    /// Not kube-jit's, whatever its labels say: report it, never delete it.
+    Foreign,
+}
+
+/// The verdict on the object of `kind` with `meta`.
+pub fn verdict(kind: &str, meta: &ObjectMeta, ledger: &Ledger, grants_namespace: &str) -> Verdict {
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    match ledger.grant_of(kind, namespace, name) {
+        Some(true) => Verdict::Keep,
+        Some(false) => Verdict::Delete("its grant is over"),
+        None if namespace == grants_namespace && names::is_grant_object_name(name) => {
+            Verdict::Delete("it is in the grants namespace and no grant records it")
+        }
+        None => Verdict::Foreign,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ObjectRef;
+    use crate::api::access_request::{AccessRequestSpec, AccessRequestStatus, GrantStatus, Phase, Requester};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const GRANTS: &str = "kube-jit-grants";
+
+    fn request(name: &str, phase: Phase, expires: i64, objects: &[(&str, &str, &str)]) -> AccessRequest {
+        let spec = AccessRequestSpec {
+            requester: Requester { user: "u".into(), groups: vec![] },
+            for_agent: None,
+            role: None,
+            rules: None,
+            namespaces: vec![],
+            cluster_wide: false,
+            duration: None,
+            purpose: None,
+            delivery: Default::default(),
+            extensions: vec![],
+            revoke: false,
+        };
+        let mut r = AccessRequest::new(name, spec);
+        r.metadata.namespace = Some("agents".into());
+        r.metadata.uid = Some(format!("uid-{name}"));
+        let id = names::grant_id("agents", name, &format!("uid-{name}"));
+        r.status = Some(AccessRequestStatus {
+            phase,
+            grant: Some(GrantStatus {
+                id: id.clone(),
+                expires_at: Some(Time(Timestamp::from_second(1_800_000_000 + expires).unwrap())),
+                objects: objects
+                    .iter()
+                    .map(|(kind, ns, n)| ObjectRef {
+                        kind: kind.to_string(),
+                        namespace: ns.to_string(),
+                        // `@` stands for the grant's own id.
+                        name: n.replace('@', &id),
+                    })
+                    .collect(),
+                ..GrantStatus::default()
+            }),
+            ..AccessRequestStatus::default()
+        });
+        r
+    }
+
+    fn meta(ns: &str, name: &str) -> ObjectMeta {
+        ObjectMeta { namespace: Some(ns.into()), name: Some(name.into()), ..ObjectMeta::default() }
+    }
+
+    fn id(name: &str) -> String {
+        names::grant_id("agents", name, &format!("uid-{name}"))
+    }
+
+    #[test]
+    fn only_what_a_grant_recorded_or_the_grants_namespace_holds_is_deleted() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let requests = [
+            request(
+                "live",
+                Phase::Granted,
+                60,
+                &[("RoleBinding", "team-a", "jit-live-@"), ("ServiceAccount", GRANTS, "jit-live-@")],
+            ),
+            request("ended", Phase::Expired, -60, &[("RoleBinding", "team-a", "jit-ended-@")]),
+            request("overdue", Phase::Granted, -1, &[("RoleBinding", "team-a", "jit-overdue-@")]),
+            // A status naming someone else's object (or an object of no grant)
+            // proves nothing.
+            request(
+                "liar",
+                Phase::Expired,
+                -60,
+                &[("RoleBinding", "team-b", "admins"), ("RoleBinding", "team-a", "jit-live-@")],
+            ),
+        ];
+        let ledger = Ledger::of(&requests, now);
+        let (live, ended, overdue) = (id("live"), id("ended"), id("overdue"));
+        let table: &[(&str, ObjectMeta, Verdict)] = &[
+            ("RoleBinding", meta("team-a", &format!("jit-live-{live}")), Verdict::Keep),
+            ("ServiceAccount", meta(GRANTS, &format!("jit-live-{live}")), Verdict::Keep),
+            ("RoleBinding", meta("team-a", &format!("jit-ended-{ended}")), Verdict::Delete("its grant is over")),
+            ("RoleBinding", meta("team-a", &format!("jit-overdue-{overdue}")), Verdict::Delete("its grant is over")),
+            // Same name, another kind or namespace: not what was recorded.
+            ("ClusterRoleBinding", meta("", &format!("jit-live-{live}")), Verdict::Foreign),
+            ("RoleBinding", meta("team-b", &format!("jit-ended-{ended}")), Verdict::Foreign),
+            ("RoleBinding", meta("team-b", "admins"), Verdict::Foreign),
+            // Labelled as kube-jit's, with a grant-shaped name nobody recorded.
+            ("RoleBinding", meta("team-b", "jit-helper-0123456789ab"), Verdict::Foreign),
+            // In the grants namespace, only the operator writes: a grant-shaped
+            // name whose grant is gone is an orphan of kube-jit's.
+            (
+                "ServiceAccount",
+                meta(GRANTS, "jit-gone-0123456789ab"),
+                Verdict::Delete("it is in the grants namespace and no grant records it"),
+            ),
+            ("ConfigMap", meta(GRANTS, "kube-root-ca.crt"), Verdict::Foreign),
+        ];
+        for (kind, m, want) in table {
+            assert_eq!(verdict(kind, m, &ledger, GRANTS), *want, "{kind} {m:?}");
+        }
+    }
+}
