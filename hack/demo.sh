@@ -22,8 +22,9 @@ eval "$(hack/local-cluster.sh env)"
 STATE=$(dirname "$KUBECONFIG")
 run kubectl version
 
-say "2. Install the kube-jit CRDs and build the operator"
+say "2. Install the kube-jit CRDs, admission policies, the operator's RBAC and grants namespace; build the operator"
 run kubectl apply --server-side -f crds/ >/dev/null
+run kubectl apply --server-side -f deploy/operator-rbac.yaml >/dev/null
 kubectl wait --for=condition=Established --timeout=60s -f crds/kube-jit.crds.yaml >/dev/null
 echo "building kube-jit (the first build takes a few minutes)"
 cargo build --quiet --bin kube-jit
@@ -38,25 +39,40 @@ kubectl create rolebinding deploy-bot-requester -n agents --clusterrole kube-jit
   --serviceaccount agents:deploy-bot --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 run kubectl apply -f examples/policies/read-only-debugging.yaml
 
-say "4. Start the operator (logs: $STATE/logs/kube-jit.log)"
-KUBE_JIT_LOG_LEVEL=info target/debug/kube-jit run >"$STATE/logs/kube-jit.log" 2>&1 &
+# kubectl as someone holding only a bearer token (no admin certificate).
+as_token() { local token=$1; shift; kubectl --kubeconfig "$STATE/token.kubeconfig" --token "$token" "$@"; }
+# Shows the command with the token's name instead of the token.
+run_as() { local label=$1 token=$2; shift 2; printf '%s$ kubectl --token=$%s %s%s\n' "$D" "$label" "$*" "$N"; as_token "$token" "$@"; }
+# A kubeconfig for this cluster with the bearer token $1 (none if empty).
+token_kubeconfig() {
+  cat <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')", certificate-authority: "$STATE/pki/ca.crt"}}]
+users: [{name: token, user: {${1:+token: $1}}}]
+contexts: [{name: local, context: {cluster: local, user: token}}]
+current-context: local
+EOF
+}
+token_kubeconfig >"$STATE/token.kubeconfig"
+
+say "4. Start the operator as its own ServiceAccount, with its least-privilege RBAC (logs: $STATE/logs/kube-jit.log)"
+token_kubeconfig "$(kubectl create token kube-jit -n kube-jit-system --duration 2h)" >"$STATE/operator.kubeconfig"
+KUBECONFIG="$STATE/operator.kubeconfig" KUBE_JIT_LOG_LEVEL=info target/debug/kube-jit run --http-addr '' \
+  >"$STATE/logs/kube-jit.log" 2>&1 &
 OPERATOR=$!
 trap 'kill $OPERATOR 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q 'start-up revocation done' "$STATE/logs/kube-jit.log" && break; sleep 0.1; done
 echo "operator running (pid $OPERATOR)"
 
-# kubectl as someone holding only a bearer token (no admin certificate).
-as_token() { local token=$1; shift; kubectl --kubeconfig "$STATE/token.kubeconfig" --token "$token" "$@"; }
-# Shows the command with the token's name instead of the token.
-run_as() { local label=$1 token=$2; shift 2; printf '%s$ kubectl --token=$%s %s%s\n' "$D" "$label" "$*" "$N"; as_token "$token" "$@"; }
-cat >"$STATE/token.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters: [{name: local, cluster: {server: "$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')", certificate-authority: "$STATE/pki/ca.crt"}}]
-users: [{name: token, user: {}}]
-contexts: [{name: local, context: {cluster: local, user: token}}]
-current-context: local
-EOF
+# The operator trusts a request's claims only if it was made at least 5 s after
+# kube-jit's admission policies were last written (README: AdmissionNotProven).
+LAST_WRITE=$(kubectl get validatingadmissionpolicies,validatingadmissionpolicybindings -o \
+  jsonpath='{range .items[*]}{.metadata.creationTimestamp}{"\n"}{range .metadata.managedFields[*]}{.time}{"\n"}{end}{end}' \
+  | sort | tail -1)
+while python3 -c "import sys,time; sys.exit(0 if time.time() < float(sys.argv[1]) + 6 else 1)" "$(epoch_of "$LAST_WRITE")"; do
+  sleep 0.2
+done
 
 say "5. The agent authenticates as its own ServiceAccount, which holds nothing"
 AGENT=$(kubectl create token deploy-bot -n agents --duration 1h)
@@ -77,13 +93,33 @@ spec:
   duration: ${GRANT_SECONDS}s
   purpose: "read pods to find why the payments rollout is failing"
 EOF
-kubectl wait accessrequest "$REQ" -n agents --for=jsonpath='{.status.phase}'=Granted --timeout=30s >/dev/null
+# Wait for Granted; any other end is a failure worth its reason.
+PHASE=
+for _ in $(seq 300); do
+  PHASE=$(kubectl get accessrequest "$REQ" -n agents -o jsonpath='{.status.phase}')
+  case "$PHASE" in
+    Granted) break ;;
+    Denied|Failed|Revoked|Expired)
+      echo "${R}the request ended $PHASE:${N}" >&2
+      kubectl get accessrequest "$REQ" -n agents \
+        -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2
+      exit 1 ;;
+  esac
+  sleep 0.1
+done
+[[ "$PHASE" == Granted ]] || { echo "${R}not Granted after 30s (phase '$PHASE'); see $STATE/logs/kube-jit.log${N}" >&2; exit 1; }
 run kubectl get accessrequest "$REQ" -n agents
 GRANT_SA=$(kubectl get accessrequest "$REQ" -n agents -o jsonpath='{.status.grant.serviceAccount.name}')
+GRANT_NS=$(kubectl get accessrequest "$REQ" -n agents -o jsonpath='{.status.grant.serviceAccount.namespace}')
 EXPIRES=$(kubectl get accessrequest "$REQ" -n agents -o jsonpath='{.status.grant.expiresAt}')
 
-say "7. Only the agent may mint a token for its grant identity ($GRANT_SA); it uses it"
-GRANT=$(as_token "$AGENT" create token "$GRANT_SA" -n agents --duration 10m)
+say "7. Only the agent may mint a token for its grant identity ($GRANT_NS/$GRANT_SA); it uses it"
+# The right to mint reaches the API server's authorizer a moment after Granted: retry for 10 s.
+for attempt in $(seq 100); do
+  GRANT=$(as_token "$AGENT" create token "$GRANT_SA" -n "$GRANT_NS" --duration 10m 2>/dev/null) && break
+  if [[ $attempt == 100 ]]; then as_token "$AGENT" create token "$GRANT_SA" -n "$GRANT_NS" --duration 10m; exit 1; fi
+  sleep 0.1
+done
 until as_token "$GRANT" get pods -n payments >/dev/null 2>&1; do sleep 0.05; done
 T_FIRST=$(now)
 run_as GRANT "$GRANT" get pods -n payments

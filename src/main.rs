@@ -23,14 +23,17 @@ enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     ///
     /// On start (with --leader-elect: on taking the Lease over) it first revokes every
-    /// grant that expired while no operator acted, and deletes managed objects whose
-    /// grant is gone; then it reconciles AccessRequests. SIGTERM or Ctrl-C: no new
-    /// work, reconciles in flight finish, the Lease is released, exit 0.
+    /// grant that expired while no operator acted, and deletes its own objects whose
+    /// grant is gone; then it reconciles AccessRequests. Grant identities live in the
+    /// grants namespace (kube-jit-grants; deploy/operator-rbac.yaml and the chart
+    /// create it). SIGTERM or Ctrl-C: no new work, reconciles in flight finish, the
+    /// Lease is released, exit 0.
     ///
     /// Examples:
     ///   kube-jit run
     ///   KUBECONFIG=~/.kube/staging kube-jit run --log-level kube_jit=debug,info
     ///   kube-jit run --leader-elect --lease-duration 15 --http-addr 0.0.0.0:8080
+    ///   kube-jit run --grants-namespace platform-grants --sweep-interval 10
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Revoke every grant and remove everything kube-jit made, before kube-jit is removed.
@@ -39,8 +42,9 @@ enum Command {
     /// token Secrets and roles deleted; phase Revoked, reason Uninstalled; an audit
     /// line each), deletes any object of kube-jit's that is left (recorded by a
     /// grant, or in the grants namespace; others labelled
-    /// app.kubernetes.io/managed-by=kube-jit are named and left alone), and removes kube-jit's finalizer from every AccessRequest so
-    /// deleting the CRDs cannot hang without an operator. Requests it ended carry
+    /// app.kubernetes.io/managed-by=kube-jit are named and left alone), and
+    /// removes kube-jit's finalizer from every AccessRequest so deleting the
+    /// CRDs cannot hang without an operator. Requests it ended carry
     /// the annotation kubejit.io/uninstalled; a running operator leaves them alone.
     /// Safe to run again. Needs only the operator's RBAC (deploy/operator-rbac.yaml).
     /// Exits 1, listing what is left, if anything could not be removed.
