@@ -31,6 +31,9 @@ pub const CHAIN_ANNOTATION: &str = "kubejit.io/delegation-chain";
 /// of no Pods), so no tenant holds namespace-wide rights (`edit`, `create
 /// pods`, `impersonate`) over a grant identity.
 pub const DEFAULT_GRANTS_NAMESPACE: &str = "kube-jit-grants";
+/// Label (value `true`) on the grants namespace: how admission
+/// (`kube-jit-grant-subjects`) knows it. The operator grants nothing without it.
+pub const GRANTS_NAMESPACE_LABEL: &str = "kubejit.io/grants-namespace";
 /// Finalizer that holds an AccessRequest until its grant is revoked.
 pub const FINALIZER: &str = "kubejit.io/revoke";
 

@@ -695,6 +695,14 @@ fn rows() -> Vec<Row> {
             invalid("AgentIdentity ai-expired expired at 2020-01-01"),
         ),
         ask(
+            "requester-mode-with-token-secret",
+            json!({"delivery": {"mode": "RequesterServiceAccount", "tokenSecret": true}}),
+            invalid(
+                "delivery.tokenSecret needs delivery mode EphemeralServiceAccount: a RequesterServiceAccount \
+                 grant has no identity of its own to hold a token for",
+            ),
+        ),
+        ask(
             "requester-mode-not-allowed",
             json!({"delivery": {"mode": "RequesterServiceAccount"}}),
             no_policy(

@@ -83,7 +83,12 @@ pub fn verdict(args: &CheckArgs) -> Result<Verdict, CliError> {
         Some(path) => read_docs::<AgentIdentity>(path, "AgentIdentity")?.into_iter().next(),
         None => None,
     };
-    let mut facts = ClusterFacts { agent: agent.as_ref(), ..ClusterFacts::default() };
+    // Offline, the grants namespace is assumed to be the default one.
+    let mut facts = ClusterFacts {
+        agent: agent.as_ref(),
+        reserved_namespaces: vec![crate::names::DEFAULT_GRANTS_NAMESPACE.to_string()],
+        ..ClusterFacts::default()
+    };
     for entry in &args.namespace_labels {
         let (ns, labels) = parse_namespace_labels(entry)?;
         facts.namespace_labels.insert(ns, labels);

@@ -160,6 +160,8 @@ pub struct Context {
     pub token_audiences: Vec<String>,
     /// Where grant identities live (see [`super::Settings::grants_namespace`]).
     pub grants_namespace: String,
+    /// Where nothing is granted: the grants namespace and the operator's own.
+    pub reserved_namespaces: Vec<String>,
     /// Held while a request is decided, so concurrent decisions see each
     /// other's grants when enforcing per-subject limits.
     pub decisions: tokio::sync::Mutex<()>,
@@ -211,6 +213,7 @@ impl Context {
             trust_domain,
             token_audiences: Vec::new(),
             grants_namespace: crate::names::DEFAULT_GRANTS_NAMESPACE.into(),
+            reserved_namespaces: vec![crate::names::DEFAULT_GRANTS_NAMESPACE.into()],
             decisions: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(BTreeMap::new()),
             written: std::sync::Mutex::new(BTreeMap::new()),
@@ -357,6 +360,7 @@ impl Context {
             namespaces_known: true,
             recent_requests,
             now: Some(jiff::Timestamp::now()),
+            reserved_namespaces: self.reserved_namespaces.clone(),
         }
     }
 
@@ -423,9 +427,22 @@ impl Context {
         }
     }
 
-    /// Whether the grants namespace exists, by the namespace cache.
-    pub fn grants_namespace_exists(&self) -> bool {
-        self.stores.namespaces.state().iter().any(|ns| ns.name_any() == self.grants_namespace)
+    /// Whether the grants namespace is ready: it exists and carries
+    /// [`crate::names::GRANTS_NAMESPACE_LABEL`], by which admission protects
+    /// its ServiceAccounts. Why not, otherwise.
+    pub fn grants_namespace_ready(&self) -> Result<(), String> {
+        let ns = &self.grants_namespace;
+        let found = self.stores.namespaces.state().into_iter().find(|n| &n.name_any() == ns);
+        match found {
+            None => Err(format!("the grants namespace {ns} does not exist (see --grants-namespace)")),
+            Some(n) if n.labels().get(crate::names::GRANTS_NAMESPACE_LABEL).map(String::as_str) != Some("true") => {
+                Err(format!(
+                    "the grants namespace {ns} lacks the label {}=true, by which admission keeps others from binding roles to grant identities",
+                    crate::names::GRANTS_NAMESPACE_LABEL
+                ))
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     pub fn agent_of(&self, request: &AccessRequest) -> Option<std::sync::Arc<AgentIdentity>> {

@@ -446,6 +446,11 @@ async fn act(
     let mut ctx = Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone());
     ctx.token_audiences = settings.token_audiences.clone();
     ctx.grants_namespace = settings.grants_namespace.clone();
+    // The operator's own namespace holds its ServiceAccount and Lease.
+    let own =
+        settings.leader_election.as_ref().map(|l| l.namespace.clone()).or_else(|| std::env::var("POD_NAMESPACE").ok());
+    ctx.reserved_namespaces =
+        std::iter::once(settings.grants_namespace.clone()).chain(own.filter(|ns| !ns.is_empty())).collect();
     while ctx.token_audiences.is_empty() {
         // Grant identities record them; without them no token could be minted.
         match api_client::api_server_audiences(&client).await {
@@ -461,11 +466,8 @@ async fn act(
     if let Err(why) = ctx.admission_ready() {
         tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
     }
-    if !ctx.grants_namespace_exists() {
-        tracing::error!(
-            namespace = %ctx.grants_namespace,
-            "the grants namespace does not exist: grants will fail until it is created (or --grants-namespace names another)"
-        );
+    if let Err(why) = ctx.grants_namespace_ready() {
+        tracing::error!(why, "grants will fail until the grants namespace is ready");
     }
 
     // Before anything else: revoke what expired while no operator ran. The API

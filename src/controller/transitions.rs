@@ -136,13 +136,15 @@ pub async fn make(
     plan: Plan,
     expires_at: Timestamp,
 ) -> Result<Action> {
-    let mut missing = objects::missing_roles(&ctx.client, &request.spec).await?;
-    if plan.holder.namespace == ctx.grants_namespace && !ctx.grants_namespace_exists() {
-        missing.push(format!("the grants namespace {} (see --grants-namespace)", ctx.grants_namespace));
-    }
+    let missing = objects::missing_roles(&ctx.client, &request.spec).await?;
     if !missing.is_empty() {
         let why = format!("{} does not exist; nothing was granted", missing.join(", "));
         return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
+    }
+    if plan.holder.namespace == ctx.grants_namespace
+        && let Err(why) = ctx.grants_namespace_ready()
+    {
+        return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, format!("{why}; nothing was granted")).await;
     }
     if let Err(e) = objects::make_part(&ctx.client, &plan, Part::Access).await {
         return making_failed(request, ctx, e).await;

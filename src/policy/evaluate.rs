@@ -31,6 +31,10 @@ pub struct ClusterFacts<'a> {
     pub recent_requests: Vec<jiff::Timestamp>,
     /// Now, as the decision sees it.
     pub now: Option<jiff::Timestamp>,
+    /// Namespaces kube-jit keeps for itself (the grants namespace, the
+    /// operator's own): nothing is granted in them, whatever a policy selects,
+    /// or a grant could reach other grants' identities and token Secrets.
+    pub reserved_namespaces: Vec<String>,
 }
 
 /// A policy that allows the request, with what it implies.
@@ -146,6 +150,16 @@ fn check_request(namespace: &str, spec: &AccessRequestSpec, facts: &ClusterFacts
         return Err(format!(
             "delivery mode RequesterServiceAccount needs a ServiceAccount requester; {} is not one",
             spec.requester.user
+        ));
+    }
+    if spec.delivery.token_secret && spec.delivery.mode == DeliveryMode::RequesterServiceAccount {
+        return Err("delivery.tokenSecret needs delivery mode EphemeralServiceAccount: \
+             a RequesterServiceAccount grant has no identity of its own to hold a token for"
+            .into());
+    }
+    if let Some(ns) = spec.namespaces.iter().find(|ns| facts.reserved_namespaces.contains(ns)) {
+        return Err(format!(
+            "namespace {ns} is kube-jit's own (grant identities or the operator live there); nothing is granted in it"
         ));
     }
     if let Some(d) = &spec.duration {

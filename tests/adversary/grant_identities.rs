@@ -3,7 +3,8 @@
 //! who creates Pods in a namespace run them as any of its ServiceAccounts,
 //! anyone with `edit` there impersonate them, and anyone who creates Secrets
 //! there get a non-expiring token for one. So nobody with rights in their own
-//! namespace reaches a grant identity; and should an admin hand out rights in
+//! namespace reaches a grant identity, nobody but the operator binds roles to
+//! one, and no grant is made in the grants namespace; and should an admin hand out rights in
 //! the grants namespace by mistake, admission still refuses a Pod (made
 //! directly or by a workload controller) or a legacy token Secret for one.
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube_jit::api::Phase;
@@ -114,6 +116,43 @@ async fn nothing_runs_as_a_grant_identity() {
     };
     let as_grant = Client::try_from(config).unwrap();
     assert_eq!(scenario::list_pods_status(&as_grant, "team-a").await, 403, "agent-2 acts as the grant identity");
+
+    // team-a's admin, who may bind any role she holds there to anyone, adds
+    // rights to grant identities, one or all of them: no policy decided that.
+    cluster.kubectl(&["create", "rolebinding", "dana-admin", "-n", "team-a", "--clusterrole=admin", "--user=dana"]);
+    let dana = Api::<RoleBinding>::namespaced(cluster.impersonate("dana", &[]), "team-a");
+    for (what, subject) in [
+        ("planner's grant identity", json!({"kind": "ServiceAccount", "name": grant_sa, "namespace": GRANTS})),
+        (
+            "every grant identity",
+            json!({"kind": "Group", "name": format!("system:serviceaccounts:{GRANTS}"),
+                                        "apiGroup": "rbac.authorization.k8s.io"}),
+        ),
+        (
+            "a grant identity, as a user",
+            json!({"kind": "User", "name": grant_user, "apiGroup": "rbac.authorization.k8s.io"}),
+        ),
+    ] {
+        let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "more"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+            "subjects": [subject]}))
+        .unwrap();
+        let r = dana.create(&PostParams::default(), &binding).await;
+        assert_refused(r, "kube-jit-grant-subjects", &format!("team-a's admin binds admin to {what}"));
+    }
+
+    // A policy whose namespace selector takes in the grants namespace does
+    // not grant there: a grant in it would reach other grants' identities.
+    let mut broad = scenario::auto_policy();
+    broad["grants"]["namespaces"] = json!({"selector": {"matchExpressions":
+        [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]}});
+    scenario::apply_policy(&admin, "broad", broad).await;
+    let mut into_grants = scenario::view_request("10m");
+    into_grants["namespaces"] = json!([GRANTS]);
+    planner.request("into-grants", into_grants).await;
+    let denied = scenario::wait_phase(&admin, "agents", "into-grants", Phase::Denied, Duration::from_secs(30)).await;
+    let why = denied.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Denied").unwrap().message;
+    assert!(why.contains("is kube-jit's own"), "{why}");
 
     // An admin's mistake: agent-2 is given the same rights in the grants
     // namespace. Admission still refuses a Pod as a grant identity.
