@@ -57,7 +57,7 @@ pub async fn approve(
         delegated_at: Some(Time(now)),
         grant_id: id,
     });
-    let plan = plan_for(ctx, request, &approval.policy, &chain, expires_at)?;
+    let plan = plan_for(ctx, request, &approval.policy, &chain, expires_at, &ctx.grants_namespace)?;
     let generation = request.meta().generation;
     conditions::set(
         &mut status.conditions,
@@ -101,11 +101,12 @@ fn plan_for(
     policy: &str,
     chain: &[DelegationHop],
     expires_at: Timestamp,
+    grants_namespace: &str,
 ) -> Result<Plan> {
     let ns = request.namespace().unwrap_or_default();
     let policy = ctx.stores.policies.state().into_iter().find(|p| p.name_any() == policy);
     let holders = Holders {
-        grants_namespace: ctx.grants_namespace.clone(),
+        grants_namespace: grants_namespace.to_string(),
         token_minter: ctx.agent_of(request).map(|a| names::service_account_username(&ns, &a.spec.service_account_name)),
         may_delegate: policy.is_some_and(|p| p.spec.delegation.allowed),
         chain_json: Some(serde_json::to_string(chain)?),
@@ -114,10 +115,20 @@ fn plan_for(
     Ok(grant::plan::plan_with(request, &expires_at.to_string(), &holders)?)
 }
 
-/// The plan of a request already approved (to finish making it after an interruption).
+/// The plan of a request already approved (to finish making it after an
+/// interruption), where its grant identity was recorded: a grant made before
+/// `--grants-namespace` changed (or before grant identities had a namespace
+/// of their own) keeps its identity where it is.
 pub fn replan(ctx: &Context, request: &AccessRequest, expires_at: Timestamp) -> Result<Plan> {
     let status = request.status.clone().unwrap_or_default();
-    plan_for(ctx, request, status.policy.as_deref().unwrap_or(""), &status.delegation_chain, expires_at)
+    let recorded = status.grant.as_ref().and_then(|g| g.service_account.as_ref()).map(|sa| sa.namespace.clone());
+    let grants_namespace = match request.spec.delivery.mode {
+        crate::api::access_request::DeliveryMode::EphemeralServiceAccount => recorded,
+        crate::api::access_request::DeliveryMode::RequesterServiceAccount => None,
+    }
+    .unwrap_or_else(|| ctx.grants_namespace.clone());
+    let (policy, chain) = (status.policy.as_deref().unwrap_or(""), &status.delegation_chain);
+    plan_for(ctx, request, policy, chain, expires_at, &grants_namespace)
 }
 
 /// How long making a grant may keep failing (from its approval) before the

@@ -17,11 +17,13 @@ mod paused_leader;
 mod redecide;
 mod separation_of_duties;
 
-/// Asserts `result` is a refusal (403) by the admission policy `policy`, for the row `what`.
+/// Asserts `result` is a refusal (403) by the admission policy `policy`, for
+/// the row `what`. `policy` may list several, `a|b`, where each refuses it
+/// (the API server names the first that did).
 #[track_caller]
 pub fn assert_refused<T: std::fmt::Debug>(result: Result<T, kube::Error>, policy: &str, what: &str) {
     match result {
-        Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(policy) => {}
+        Err(kube::Error::Api(s)) if s.code == 403 && policy.split('|').any(|p| s.message.contains(p)) => {}
         other => panic!("{what}: expected a 403 from {policy}, got {other:?}"),
     }
 }
