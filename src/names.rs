@@ -31,6 +31,9 @@ pub const CHAIN_ANNOTATION: &str = "kubejit.io/delegation-chain";
 /// of no Pods), so no tenant holds namespace-wide rights (`edit`, `create
 /// pods`, `impersonate`) over a grant identity.
 pub const DEFAULT_GRANTS_NAMESPACE: &str = "kube-jit-grants";
+/// The operator's namespace unless installed elsewhere (the chart's and
+/// `deploy/operator-rbac.yaml`'s): never granted in, wherever it runs.
+pub const DEFAULT_OPERATOR_NAMESPACE: &str = "kube-jit-system";
 /// Label (value `true`) on the grants namespace: how admission
 /// (`kube-jit-grant-subjects`) knows it. The operator grants nothing without it.
 pub const GRANTS_NAMESPACE_LABEL: &str = "kubejit.io/grants-namespace";

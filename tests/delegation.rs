@@ -258,6 +258,48 @@ async fn three_hop_chain_narrows_each_hop_and_dies_with_its_root() {
     scenario::assert_nothing_managed(&w.admin).await;
 }
 
+/// A cluster-wide grant reaches every namespace, but what it delegates never
+/// lands in kube-jit's own: the grants namespace (other grants' identities
+/// and token Secrets) or the operator's (its token).
+#[tokio::test]
+async fn nothing_is_delegated_into_kube_jits_own_namespaces() {
+    let w = world().await;
+    scenario::apply_policy(
+        &w.admin,
+        "orchestration",
+        json!({
+            "subjects": {"agents": [{"namespace": "agents", "name": "orchestrator"}]},
+            "grants": {"clusterRoles": ["view"], "clusterWide": true},
+            "duration": {"default": "10m", "max": "1h"},
+            "delegation": {"allowed": true, "maxDepth": 2}
+        }),
+    )
+    .await;
+    w.orchestrator
+        .request(
+            "wide",
+            json!({"forAgent": "orchestrator", "role": {"kind": "ClusterRole", "name": "view"},
+            "clusterWide": true, "duration": "10m", "purpose": "survey"}),
+        )
+        .await;
+    let wide = scenario::wait_phase(&w.admin, "agents", "wide", Phase::Granted, Duration::from_secs(20)).await;
+    let wide_grant = w.cluster.client_with_token(&w.orchestrator.mint(&wide).await.unwrap());
+    for (name, ns) in [("into-grants", kube_jit::names::DEFAULT_GRANTS_NAMESPACE), ("into-operator", "kube-jit-system")]
+    {
+        scenario::request_as(
+            &wide_grant,
+            &scenario::grant_user(&wide),
+            name,
+            json!({"forAgent": "ci", "role": {"kind": "ClusterRole", "name": "view"}, "namespaces": [ns],
+                   "duration": "5m", "purpose": "look around"}),
+        )
+        .await
+        .expect("the grant identity may ask");
+        let why = denied_reason(&w.admin, name).await;
+        assert!(why.starts_with("DelegationDenied") && why.contains("is kube-jit's own"), "{name}: {why}");
+    }
+}
+
 #[tokio::test]
 async fn suspending_an_identity_revokes_its_grants_and_standing_privilege_is_flagged() {
     let w = world().await;

@@ -83,10 +83,13 @@ pub fn verdict(args: &CheckArgs) -> Result<Verdict, CliError> {
         Some(path) => read_docs::<AgentIdentity>(path, "AgentIdentity")?.into_iter().next(),
         None => None,
     };
-    // Offline, the grants namespace is assumed to be the default one.
+    // Offline, kube-jit's namespaces are assumed to be the default ones.
     let mut facts = ClusterFacts {
         agent: agent.as_ref(),
-        reserved_namespaces: vec![crate::names::DEFAULT_GRANTS_NAMESPACE.to_string()],
+        reserved_namespaces: vec![
+            crate::names::DEFAULT_GRANTS_NAMESPACE.to_string(),
+            crate::names::DEFAULT_OPERATOR_NAMESPACE.to_string(),
+        ],
         ..ClusterFacts::default()
     };
     for entry in &args.namespace_labels {

@@ -12,7 +12,7 @@ use kube::{Client, Resource, ResourceExt, core::PartialObjectMeta};
 use crate::admission::Claims;
 use crate::api::access_approval::AccessApproval;
 use crate::api::access_policy::AccessPolicy;
-use crate::api::access_request::{AccessRequest, AccessRequestStatus, GrantedRole, Phase};
+use crate::api::access_request::{AccessRequest, AccessRequestStatus, Phase};
 use crate::api::agent_identity::AgentIdentity;
 use crate::policy::ClusterFacts;
 
@@ -213,7 +213,10 @@ impl Context {
             trust_domain,
             token_audiences: Vec::new(),
             grants_namespace: crate::names::DEFAULT_GRANTS_NAMESPACE.into(),
-            reserved_namespaces: vec![crate::names::DEFAULT_GRANTS_NAMESPACE.into()],
+            reserved_namespaces: vec![
+                crate::names::DEFAULT_GRANTS_NAMESPACE.into(),
+                crate::names::DEFAULT_OPERATOR_NAMESPACE.into(),
+            ],
             decisions: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(BTreeMap::new()),
             written: std::sync::Mutex::new(BTreeMap::new()),
@@ -406,25 +409,6 @@ impl Context {
             _ => self.stores.roles.get(&ObjectRef::new(name).within(namespace))?.rules.clone(),
         };
         Some(rules.unwrap_or_default())
-    }
-
-    /// The roles `spec` binds by name, with their rules now: what a grant
-    /// records when it is decided ([`crate::policy::role_content`]).
-    pub fn granted_roles(&self, spec: &crate::api::access_request::AccessRequestSpec) -> Vec<GrantedRole> {
-        use crate::api::access_request::RoleKind;
-        let Some(role) = &spec.role else { return Vec::new() };
-        let at = |kind: &str, namespace: &str| {
-            self.role_rules(kind, namespace, &role.name).map(|rules| GrantedRole {
-                kind: kind.into(),
-                namespace: namespace.into(),
-                name: role.name.clone(),
-                rules,
-            })
-        };
-        match role.kind {
-            RoleKind::ClusterRole => at("ClusterRole", "").into_iter().collect(),
-            RoleKind::Role => spec.namespaces.iter().filter_map(|ns| at("Role", ns)).collect(),
-        }
     }
 
     /// Whether the grants namespace is ready: it exists and carries

@@ -43,6 +43,9 @@ pub async fn decide(
     if let Err(why) = agent_usable(ctx, request) {
         return transitions::deny(request, ctx, status, reasons::DELEGATION_DENIED, why).await;
     }
+    if let Some(why) = crate::policy::evaluate::reserved_namespace(&request.spec, &ctx.reserved_namespaces) {
+        return transitions::deny(request, ctx, status, reasons::DELEGATION_DENIED, why).await;
+    }
     let now = Timestamp::now();
     let parent_expiry = parent.status.as_ref().and_then(|s| s.grant.as_ref()).and_then(|g| g.expires_at.as_ref());
     let duration = match &request.spec.duration {

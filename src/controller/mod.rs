@@ -83,6 +83,25 @@ fn report_foreign(foreign: &[String]) {
     }
 }
 
+/// Where nothing is granted: the grants namespace, and every namespace the
+/// operator's own ServiceAccount, Lease or Pod may live in (whoever could
+/// mint the operator's token would hold all it holds): the default
+/// `kube-jit-system`, the Lease's, `$POD_NAMESPACE`, and the namespace of the
+/// ServiceAccount the API server says the operator is.
+async fn reserved_namespaces(client: &Client, settings: &Settings) -> Vec<String> {
+    let mut reserved = vec![settings.grants_namespace.clone(), names::DEFAULT_OPERATOR_NAMESPACE.to_string()];
+    reserved.extend(settings.leader_election.as_ref().map(|l| l.namespace.clone()));
+    reserved.extend(std::env::var("POD_NAMESPACE").ok());
+    match crate::client::whoami(client).await {
+        Ok(user) => reserved.extend(names::parse_service_account_username(&user).map(|(ns, _)| ns.to_string())),
+        Err(e) => tracing::warn!(error = %e, "could not learn the operator's own namespace (SelfSubjectReview)"),
+    }
+    reserved.retain(|ns| !ns.is_empty());
+    reserved.sort();
+    reserved.dedup();
+    reserved
+}
+
 /// What a cache change asks the controllers to do.
 #[derive(Clone, Debug)]
 enum Change {
@@ -446,11 +465,7 @@ async fn act(
     let mut ctx = Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone());
     ctx.token_audiences = settings.token_audiences.clone();
     ctx.grants_namespace = settings.grants_namespace.clone();
-    // The operator's own namespace holds its ServiceAccount and Lease.
-    let own =
-        settings.leader_election.as_ref().map(|l| l.namespace.clone()).or_else(|| std::env::var("POD_NAMESPACE").ok());
-    ctx.reserved_namespaces =
-        std::iter::once(settings.grants_namespace.clone()).chain(own.filter(|ns| !ns.is_empty())).collect();
+    ctx.reserved_namespaces = reserved_namespaces(&client, &settings).await;
     while ctx.token_audiences.is_empty() {
         // Grant identities record them; without them no token could be minted.
         match api_client::api_server_audiences(&client).await {

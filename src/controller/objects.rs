@@ -100,6 +100,42 @@ pub async fn missing_roles(client: &Client, spec: &crate::api::AccessRequestSpec
     Ok(missing)
 }
 
+/// The roles `spec` binds by name with their rules now, read from the API
+/// server (a cache could miss a Role made a moment ago), and the names of
+/// those that do not exist. What a grant records when it is decided
+/// ([`crate::policy::role_content`]).
+pub async fn granted_roles(
+    client: &Client,
+    spec: &crate::api::AccessRequestSpec,
+) -> Result<(Vec<crate::api::access_request::GrantedRole>, Vec<String>)> {
+    use crate::api::access_request::{GrantedRole, RoleKind};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    let Some(role) = &spec.role else { return Ok((Vec::new(), Vec::new())) };
+    let (mut found, mut missing) = (Vec::new(), Vec::new());
+    let record =
+        |kind: &str, namespace: &str, rules: Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>>| GrantedRole {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: role.name.clone(),
+            rules: rules.unwrap_or_default(),
+        };
+    match role.kind {
+        RoleKind::ClusterRole => match Api::<ClusterRole>::all(client.clone()).get_opt(&role.name).await? {
+            Some(r) => found.push(record("ClusterRole", "", r.rules)),
+            None => missing.push(format!("ClusterRole {}", role.name)),
+        },
+        RoleKind::Role => {
+            for ns in &spec.namespaces {
+                match Api::<Role>::namespaced(client.clone(), ns).get_opt(&role.name).await? {
+                    Some(r) => found.push(record("Role", ns, r.rules)),
+                    None => missing.push(format!("Role {ns}/{}", role.name)),
+                }
+            }
+        }
+    }
+    Ok((found, missing))
+}
+
 /// Deletes the recorded objects of a grant in revocation order: bindings,
 /// then identity, then roles; absent objects are fine.
 pub async fn delete_refs(client: &Client, refs: &[ObjectRef]) -> Result<usize> {

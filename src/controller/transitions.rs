@@ -58,6 +58,13 @@ pub async fn approve(
         grant_id: id,
     });
     let plan = plan_for(ctx, request, &approval.policy, &chain, expires_at, &ctx.grants_namespace)?;
+    // The rules of the roles it binds, as decided: every one must exist now,
+    // or a role made later (any rules) would be bound unrecorded.
+    let (roles, missing) = objects::granted_roles(&ctx.client, &request.spec).await?;
+    if !missing.is_empty() {
+        let why = format!("{} does not exist; nothing was granted", missing.join(", "));
+        return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
+    }
     let generation = request.meta().generation;
     conditions::set(
         &mut status.conditions,
@@ -77,7 +84,7 @@ pub async fn approve(
         service_account: Some(plan.holder.clone()),
         username: Some(names::service_account_username(&plan.holder.namespace, &plan.holder.name)),
         objects: plan.objects.iter().map(|o| o.object_ref()).collect(),
-        roles: ctx.granted_roles(&request.spec),
+        roles,
         ..GrantStatus::default()
     });
     let written = write_status(ctx, request, &status).await?;

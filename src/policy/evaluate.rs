@@ -124,6 +124,16 @@ fn rate_exceeded(policy: &AccessPolicy, facts: &ClusterFacts<'_>) -> Option<Stri
         .then(|| format!("rate limit: {recent} requests in the last {window_text} already (at most {max})"))
 }
 
+/// Why `spec` may not be granted, if it targets one of kube-jit's own
+/// namespaces (`reserved`): delegated requests, which no policy decides, are
+/// held to this too.
+pub fn reserved_namespace(spec: &AccessRequestSpec, reserved: &[String]) -> Option<String> {
+    let ns = spec.namespaces.iter().find(|ns| reserved.contains(ns))?;
+    Some(format!(
+        "namespace {ns} is kube-jit's own (grant identities or the operator live there); nothing is granted in it"
+    ))
+}
+
 /// Checks that hold whatever the policies say.
 fn check_request(namespace: &str, spec: &AccessRequestSpec, facts: &ClusterFacts<'_>) -> Result<(), String> {
     if let Some(agent_name) = &spec.for_agent {
@@ -157,10 +167,8 @@ fn check_request(namespace: &str, spec: &AccessRequestSpec, facts: &ClusterFacts
              a RequesterServiceAccount grant has no identity of its own to hold a token for"
             .into());
     }
-    if let Some(ns) = spec.namespaces.iter().find(|ns| facts.reserved_namespaces.contains(ns)) {
-        return Err(format!(
-            "namespace {ns} is kube-jit's own (grant identities or the operator live there); nothing is granted in it"
-        ));
+    if let Some(why) = reserved_namespace(spec, &facts.reserved_namespaces) {
+        return Err(why);
     }
     if let Some(d) = &spec.duration {
         durations::parse(d).map_err(|e| e.to_string())?;

@@ -153,6 +153,14 @@ async fn nothing_runs_as_a_grant_identity() {
     let denied = scenario::wait_phase(&admin, "agents", "into-grants", Phase::Denied, Duration::from_secs(30)).await;
     let why = denied.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Denied").unwrap().message;
     assert!(why.contains("is kube-jit's own"), "{why}");
+    // Nor in the operator's own, where a grant could mint the operator's token
+    // (it runs here as kube-jit-system/kube-jit, without leader election).
+    let mut into_operator = scenario::view_request("10m");
+    into_operator["namespaces"] = json!(["kube-jit-system"]);
+    planner.request("into-operator", into_operator).await;
+    let denied = scenario::wait_phase(&admin, "agents", "into-operator", Phase::Denied, Duration::from_secs(30)).await;
+    let why = denied.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Denied").unwrap().message;
+    assert!(why.contains("namespace kube-jit-system is kube-jit's own"), "{why}");
 
     // An admin's mistake: agent-2 is given the same rights in the grants
     // namespace. Admission still refuses a Pod as a grant identity.
