@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, ObjectMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
@@ -174,29 +174,40 @@ pub struct Swept {
     pub foreign: Vec<String>,
 }
 
-/// Deletes every object of kube-jit's whose grant is over or gone, bindings
-/// first, and reports the labelled objects that are not kube-jit's
-/// ([`ownership::verdict`]). Objects are listed before requests: a grant
-/// records its objects before it makes them, so every object of a grant seen
-/// here has its record in the list below. Each delete names the uid listed:
-/// an object replaced meanwhile is left for the next sweep to judge.
-pub async fn sweep(client: &Client, grants_namespace: &str) -> Result<Swept> {
+/// The labelled objects judged by [`ownership::verdict`]: those kube-jit
+/// should delete (with why), bindings first, and the foreign ones
+/// (`Kind ns/name`). Objects are listed before requests: a grant records its
+/// objects before it makes them, so every object of a grant seen here has its
+/// record in the list below.
+async fn judge(
+    client: &Client,
+    grants_namespace: &str,
+) -> Result<(Vec<(String, ObjectMeta, &'static str)>, Vec<String>)> {
     let mut found = managed_objects(client).await?;
     found.extend(grant_secrets(client, grants_namespace).await);
     let requests = Api::<AccessRequest>::all(client.clone()).list(&ListParams::default()).await?;
     let ledger = ownership::Ledger::of(&requests.items, Timestamp::now());
-    let mut swept = Swept::default();
+    let (mut doomed, mut foreign) = (Vec::new(), Vec::new());
     for (kind, meta) in found {
+        match ownership::verdict(&kind, &meta, &ledger, grants_namespace) {
+            Verdict::Keep => {}
+            Verdict::Foreign => foreign.push(describe(&kind, &meta)),
+            Verdict::Delete(why) => doomed.push((kind, meta, why)),
+        }
+    }
+    Ok((doomed, foreign))
+}
+
+/// Deletes every object of kube-jit's whose grant is over or gone, bindings
+/// first, and reports the labelled objects that are not kube-jit's
+/// ([`judge`]). Each delete names the uid listed: an object replaced
+/// meanwhile is left for the next sweep to judge.
+pub async fn sweep(client: &Client, grants_namespace: &str) -> Result<Swept> {
+    let (doomed, foreign) = judge(client, grants_namespace).await?;
+    let mut swept = Swept { deleted: 0, foreign };
+    for (kind, meta, why) in doomed {
         let ns = meta.namespace.clone().unwrap_or_default();
         let name = meta.name.clone().unwrap_or_default();
-        let why = match ownership::verdict(&kind, &meta, &ledger, grants_namespace) {
-            Verdict::Keep => continue,
-            Verdict::Foreign => {
-                swept.foreign.push(describe(&kind, &meta));
-                continue;
-            }
-            Verdict::Delete(why) => why,
-        };
         // One failure must not stop the sweep of everything else.
         match objects::delete_exact(client, &kind, &ns, &name, meta.uid.as_deref()).await {
             Ok(true) => {
@@ -219,20 +230,10 @@ pub async fn owned_leftovers(
     client: &Client,
     grants_namespace: &str,
     foreign: &dyn Fn(String),
-) -> Result<Vec<(String, kube::api::ObjectMeta)>> {
-    let mut found = managed_objects(client).await?;
-    found.extend(grant_secrets(client, grants_namespace).await);
-    let requests = Api::<AccessRequest>::all(client.clone()).list(&ListParams::default()).await?;
-    let ledger = ownership::Ledger::of(&requests.items, Timestamp::now());
-    let mut left = Vec::new();
-    for (kind, meta) in found {
-        match ownership::verdict(&kind, &meta, &ledger, grants_namespace) {
-            Verdict::Keep => {}
-            Verdict::Foreign => foreign(describe(&kind, &meta)),
-            Verdict::Delete(_) => left.push((kind, meta)),
-        }
-    }
-    Ok(left)
+) -> Result<Vec<(String, ObjectMeta)>> {
+    let (doomed, others) = judge(client, grants_namespace).await?;
+    others.into_iter().for_each(foreign);
+    Ok(doomed.into_iter().map(|(kind, meta, _)| (kind, meta)).collect())
 }
 
 fn describe(kind: &str, meta: &kube::api::ObjectMeta) -> String {
