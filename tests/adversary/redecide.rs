@@ -43,11 +43,10 @@ async fn assert_ended(admin: &Client, name: &str, phase: Phase, reason: &str, si
 async fn decisions_are_remade_when_their_inputs_change() {
     let cluster = Cluster::dedicated();
     let admin = cluster.admin();
-    let planner = scenario::stage(&cluster, &admin, scenario::auto_policy()).await;
     // Policy p-dev: namespaces labelled env=dev, no approval.
-    scenario::apply_policy(
+    let planner = scenario::stage(
+        &cluster,
         &admin,
-        "agents-read",
         json!({"subjects": {"serviceAccounts": [{"namespace": "agents", "name": "planner"}]},
                "grants": {"clusterRoles": ["view"], "namespaces": {"selector": {"matchLabels": {"env": "dev"}}}},
                "duration": {"default": "10m", "max": "1h"}}),
@@ -168,10 +167,9 @@ async fn approve(cluster: &Cluster, request: &AccessRequest, user: &str) {
 async fn a_role_that_gains_rights_ends_the_grants_holding_it() {
     let cluster = Cluster::dedicated();
     let admin = cluster.admin();
-    let planner = scenario::stage(&cluster, &admin, scenario::auto_policy()).await;
-    scenario::apply_policy(
+    let planner = scenario::stage(
+        &cluster,
         &admin,
-        "agents-read",
         json!({"subjects": {"serviceAccounts": [{"namespace": "agents", "name": "planner"}]},
                "grants": {"roles": ["deployer"], "namespaces": {"names": ["team-a"]}},
                "duration": {"default": "10m", "max": "1h"}}),
