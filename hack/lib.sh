@@ -35,12 +35,13 @@ with_progress() { # <label> <command...>
 # Builds Go packages of the module in <module dir> into <bin dir>, which
 # appears only once the build is complete: an interrupted build leaves nothing
 # a later run would mistake for a cached binary. <output> names the binary of
-# a single package; "" names each after its package.
+# a single package; "" names each after its package. Static (cgo off) unless
+# GO_BUILD_CGO=1.
 go_build_into() { # <bin dir> <label> <module dir> <output> <go build args…>
   local bin=$1 label=$2 module=$3 output=$4; shift 4
   command -v go >/dev/null || die "Go is needed to build $label (https://go.dev/doc/install)"
   local tmp="$bin.tmp.$$"
   rm -rf "$tmp"; mkdir -p "$tmp"
-  with_progress "go build $label" env -C "$module" CGO_ENABLED=0 go build -trimpath -o "$tmp/$output" "$@"
+  with_progress "go build $label" env -C "$module" CGO_ENABLED="${GO_BUILD_CGO:-0}" go build -trimpath -o "$tmp/$output" "$@"
   rm -rf "$bin"; mv "$tmp" "$bin"
 }
