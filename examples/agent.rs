@@ -7,6 +7,9 @@
 //!
 //! The kubeconfig (or the in-cluster ServiceAccount token) authenticates as the
 //! agent's own ServiceAccount, which may only ask (examples/rbac/requester.yaml).
+//! With `--until-expiry` it keeps the grant to its end instead and reports how
+//! long after `status.grant.expiresAt` the API server first refused it; with
+//! `--delivery requester-service-account` the rights come to its own token.
 //! Exit status: 0 done; 1 denied, failed, timed out or any other error.
 
 use std::process::ExitCode;
@@ -17,7 +20,7 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::{Client, Config, ResourceExt};
-use kube_jit::api::access_request::{Delivery, Requester, RoleKind, RoleRef};
+use kube_jit::api::access_request::{Delivery, DeliveryMode, Requester, RoleKind, RoleRef};
 use kube_jit::api::{AccessRequest, AccessRequestSpec, Phase};
 use kube_jit::client;
 
@@ -42,6 +45,21 @@ struct Args {
     /// Seconds to wait for a decision before giving up.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Keep the grant until it expires (rather than revoking it early), then
+    /// report when the API server first refused it.
+    #[arg(long)]
+    until_expiry: bool,
+    /// How the rights arrive: on a fresh ServiceAccount per grant
+    /// (`ephemeral-service-account`), or on the agent's own ServiceAccount
+    /// (`requester-service-account`; the policy must allow it).
+    #[arg(long, value_enum, default_value = "ephemeral-service-account")]
+    delivery: DeliveryArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DeliveryArg {
+    EphemeralServiceAccount,
+    RequesterServiceAccount,
 }
 
 fn say(message: impl std::fmt::Display) {
@@ -80,12 +98,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cluster_wide: false,
             duration: Some(args.duration.clone()),
             purpose: Some(args.purpose.clone()),
-            delivery: Delivery::default(),
+            delivery: Delivery {
+                mode: match args.delivery {
+                    DeliveryArg::EphemeralServiceAccount => DeliveryMode::EphemeralServiceAccount,
+                    DeliveryArg::RequesterServiceAccount => DeliveryMode::RequesterServiceAccount,
+                },
+                ..Delivery::default()
+            },
             extensions: Vec::new(),
             revoke: false,
         },
         status: None,
     };
+    let asked = Instant::now();
     let created = requests.create(&PostParams::default(), &request).await.context("creating the AccessRequest")?;
     let name = created.name_any();
     say(format_args!(
@@ -112,13 +137,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
     let grant = granted.status.as_ref().and_then(|s| s.grant.as_ref()).context("Granted without status.grant")?;
     let sa = grant.service_account.as_ref().context("Granted without status.grant.serviceAccount")?;
-    say(format_args!(
-        "granted: grant {} as {}/{} until {}",
-        grant.id,
-        sa.namespace,
-        sa.name,
-        grant.expires_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
-    ));
+    let expires_at = grant.expires_at.as_ref().map(|t| t.0).context("Granted without status.grant.expiresAt")?;
+    say(format_args!("granted: grant {} as {}/{} until {expires_at}", grant.id, sa.namespace, sa.name));
+
+    if args.until_expiry {
+        // The rights are on the agent's own token, or on one minted for the grant identity.
+        let (grant_client, how) = match args.delivery {
+            DeliveryArg::RequesterServiceAccount => (agent.clone(), "the agent's own token"),
+            DeliveryArg::EphemeralServiceAccount => {
+                let token = client::mint_grant_token(&agent, &granted, Duration::from_secs(600))
+                    .await
+                    .context("minting a token for the grant identity")?;
+                (client::client_with_token(&config, &token)?, "the grant token")
+            }
+        };
+        let pods = list_pods(&grant_client, &args.target_namespace).await?;
+        say(format_args!(
+            "request → first call: {} ms (with {how}: {} pod(s) in {})",
+            asked.elapsed().as_millis(),
+            pods.len(),
+            args.target_namespace
+        ));
+        return confirm_expired(&grant_client, &args.target_namespace, expires_at, how).await;
+    }
 
     // Whatever happens with the grant, give it back before exiting.
     let used = use_grant(&agent, &config, &granted, &args.target_namespace).await;
@@ -165,6 +206,29 @@ async fn list_pods(grant: &Client, ns: &str) -> anyhow::Result<Vec<Pod>> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => return Err(e).context(format!("listing pods in {ns} with the grant token")),
+        }
+    }
+}
+
+/// Lists pods every 10 ms until the API server refuses (403 once the bindings
+/// are gone, 401 once the identity is), and says how long after `expires_at`
+/// that was. Gives up 60 s after `expires_at`.
+async fn confirm_expired(grant: &Client, ns: &str, expires_at: jiff::Timestamp, how: &str) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(grant.clone(), ns);
+    loop {
+        let result = pods.list(&ListParams::default().limit(1)).await;
+        let now = jiff::Timestamp::now();
+        match result {
+            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {
+                let after = now.duration_since(expires_at).as_millis();
+                say(format_args!("expiresAt → refused: {after} ms ({how}, HTTP {})", s.code));
+                return Ok(());
+            }
+            Ok(_) if now < expires_at + jiff::SignedDuration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Ok(_) => bail!("{how} still lists pods in {ns} 60 s after expiresAt {expires_at}"),
+            Err(e) => return Err(e).context("checking the grant after expiry"),
         }
     }
 }
