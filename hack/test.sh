@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, and integration tests against a real local
 # control plane that this script starts for the run and stops afterwards,
-# after building the example agents' prerequisites (see below).
+# after building the example agents' prerequisites (see below); then the
+# node's tests on a second cluster with a node (root only).
 # Extra arguments go to `cargo test` (for example a test name filter).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,6 +37,7 @@ state=$(mktemp -d -t kube-jit-test.XXXXXX)
 export KUBE_JIT_TEST_CLUSTER_DIR="$state/cluster"
 cleanup() {
   KUBE_JIT_CLUSTER_DIR="$KUBE_JIT_TEST_CLUSTER_DIR" hack/local-cluster.sh down >/dev/null 2>&1 || true
+  KUBE_JIT_CLUSTER_DIR="$state/node-cluster" hack/local-cluster.sh down >/dev/null 2>&1 || true
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -44,3 +46,17 @@ KUBE_JIT_CLUSTER_DIR="$KUBE_JIT_TEST_CLUSTER_DIR" KUBE_JIT_CLUSTER_OWNER_PID=$$ 
 
 cargo test --all-targets "$@"
 cargo test --doc
+
+# tests/node.rs: kube-jit as users run it (the image, the chart installed by
+# helm, agents as Pods) on a cluster with a node, started after the first one
+# stops. A node needs root (network namespaces, mounts, cgroups).
+KUBE_JIT_CLUSTER_DIR="$KUBE_JIT_TEST_CLUSTER_DIR" hack/local-cluster.sh down >/dev/null
+if [[ $EUID != 0 && -z "${KUBE_JIT_SKIP_NODE:-}" ]]; then
+  echo "the node tests (tests/node.rs) need root; run as root, or set KUBE_JIT_SKIP_NODE=1 to leave them out" >&2
+  exit 1
+fi
+if [[ -z "${KUBE_JIT_SKIP_NODE:-}" ]]; then
+  export KUBE_JIT_NODE_CLUSTER_DIR="$state/node-cluster"
+  KUBE_JIT_CLUSTER_DIR="$KUBE_JIT_NODE_CLUSTER_DIR" KUBE_JIT_CLUSTER_OWNER_PID=$$ hack/local-cluster.sh up --node
+  cargo test --test node "$@" -- --ignored --test-threads 1
+fi

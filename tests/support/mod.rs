@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod helm;
+pub mod node;
 pub mod operator;
 pub mod partition;
 pub mod scenario;
@@ -70,11 +71,28 @@ impl Cluster {
         static SHARED: OnceLock<Cluster> = OnceLock::new();
         SHARED.get_or_init(|| {
             let cluster = match std::env::var_os("KUBE_JIT_TEST_CLUSTER_DIR") {
-                Some(dir) => Cluster::start(PathBuf::from(dir), false, None, ""),
+                Some(dir) => Cluster::start(PathBuf::from(dir), false, None, "", false),
                 None => Cluster::dedicated_inner(false, ""),
             };
             cluster.install_crds_and_admission();
             cluster
+        })
+    }
+
+    /// The cluster with a node (`hack/local-cluster.sh up --node`) shared by
+    /// every test of this process: `KUBE_JIT_NODE_CLUSTER_DIR` (hack/test.sh
+    /// starts it), else one of its own that stops when the process exits.
+    /// Nothing of kube-jit is installed on it: tests install the chart.
+    pub fn with_node() -> &'static Cluster {
+        static NODE: OnceLock<Cluster> = OnceLock::new();
+        NODE.get_or_init(|| match std::env::var_os("KUBE_JIT_NODE_CLUSTER_DIR") {
+            Some(dir) => Cluster::start(PathBuf::from(dir), false, None, "", true),
+            None => {
+                let tmp = tempfile::Builder::new().prefix("kube-jit-node-cluster-").tempdir().expect("temp dir");
+                let dir = tmp.path().join("cluster");
+                // Not owned: the cluster stops itself when this process exits.
+                Cluster::start(dir, false, Some(tmp), "", true)
+            }
         })
     }
 
@@ -104,18 +122,21 @@ impl Cluster {
         let permit = if owned { Some(ClusterPermit::acquire()) } else { None };
         let tmp = tempfile::Builder::new().prefix("kube-jit-test-cluster-").tempdir().expect("temp dir");
         let dir = tmp.path().join("cluster");
-        let mut cluster = Cluster::start(dir, owned, Some(tmp), apiserver_args);
+        let mut cluster = Cluster::start(dir, owned, Some(tmp), apiserver_args, false);
         cluster._permit = permit;
         cluster
     }
 
-    fn start(dir: PathBuf, owned: bool, tmp: Option<tempfile::TempDir>, apiserver_args: &str) -> Cluster {
+    fn start(dir: PathBuf, owned: bool, tmp: Option<tempfile::TempDir>, apiserver_args: &str, node: bool) -> Cluster {
         let mut up = Command::new(repo_root().join("hack/local-cluster.sh"));
         if !apiserver_args.is_empty() {
             up.env("KUBE_JIT_APISERVER_ARGS", apiserver_args);
         }
+        up.arg("up");
+        if node {
+            up.arg("--node");
+        }
         let status = up
-            .arg("up")
             .env("KUBE_JIT_CLUSTER_DIR", &dir)
             // The cluster stops itself when this process exits, even on abort.
             .env("KUBE_JIT_CLUSTER_OWNER_PID", std::process::id().to_string())
