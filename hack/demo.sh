@@ -5,8 +5,15 @@
 #
 #   hack/demo.sh              run the story (the cluster keeps running after)
 #   GRANT_SECONDS=30 hack/demo.sh
+#   hack/demo.sh --node       the same story as users run it: a node, the image,
+#                             helm install, the agent as a Pod (hack/demo-node.sh; root)
+# Without --node, a cluster that already has a node also runs the Pod story.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [[ ${1:-} == --node ]] || { hack/local-cluster.sh netns >/dev/null 2>&1 && hack/local-cluster.sh status >/dev/null 2>&1; }; then
+  exec hack/demo-node.sh
+fi
+[[ $# == 0 ]] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 GRANT_SECONDS=${GRANT_SECONDS:-20}
 if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then B=$'\033[1m' G=$'\033[32m' R=$'\033[31m' D=$'\033[2m' N=$'\033[0m'; else B='' G='' R='' D='' N=''; fi
