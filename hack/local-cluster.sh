@@ -10,9 +10,9 @@
 #                                         (and, with --node, for the node to be Ready)
 #   hack/local-cluster.sh import <tar…>   import image archives into the node's containerd
 #   hack/local-cluster.sh netns           print the node's network namespace (ip netns exec)
-#   hack/local-cluster.sh env      print `export KUBECONFIG=… PATH=…` lines for eval
-#   hack/local-cluster.sh status   say whether it runs, and where
-#   hack/local-cluster.sh down     stop exactly the processes `up` started, remove state
+#   hack/local-cluster.sh env             print `export KUBECONFIG=… PATH=…` lines for eval
+#   hack/local-cluster.sh status          say whether it runs, and where
+#   hack/local-cluster.sh down            stop exactly the processes `up` started, remove state
 #   hack/local-cluster.sh restart-apiserver | restart-etcd   (fault tests)
 #   hack/local-cluster.sh versions | bin-dir | node-bin-dir
 #
@@ -82,7 +82,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-pid_alive() { [[ -f "$STATE/pids/$1" ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
+pid_alive() { recorded_pid "$1" >/dev/null; }
 
 apiserver_ready() {
   [[ -f "$STATE/ports/apiserver" ]] || return 1
@@ -193,6 +193,7 @@ start_apiserver() {
     # Service, and able to call the kubelet (logs, exec).
     extra+=(--bind-address 0.0.0.0 --advertise-address "$NODE_IP"
       --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction
+      --admission-control-config-file "$STATE/admission.yaml"
       --kubelet-client-certificate "$STATE/pki/apiserver-kubelet-client.crt"
       --kubelet-client-key "$STATE/pki/apiserver-kubelet-client.key"
       --kubelet-preferred-address-types InternalIP)
@@ -254,6 +255,21 @@ cmd_up() {
   mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/ports"
   free_port >"$STATE/ports/apiserver"
   if [[ ${NODE:-0} == 1 ]]; then
+    # Pods can reach the node: Pod Security's baseline level, enforced in every
+    # namespace unless it says otherwise, keeps hostPath, host namespaces and
+    # privileged containers (and with them the node's files and every token on
+    # it) from anyone who may merely create Pods.
+    cat >"$STATE/admission.yaml" <<'EOF'
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: PodSecurity
+  configuration:
+    apiVersion: pod-security.admission.config.k8s.io/v1
+    kind: PodSecurityConfiguration
+    defaults: {enforce: baseline, enforce-version: latest}
+    exemptions: {namespaces: [kube-system]}
+EOF
     create_netns
     # etcd's ports are the namespace's own.
     echo 2379 >"$STATE/ports/etcd"; echo 2380 >"$STATE/ports/etcd-peer"
@@ -299,25 +315,36 @@ EOF
   log "use it with: eval \"\$(hack/local-cluster.sh env)\""
 }
 
-# Stops the processes whose pids `up` recorded: TERM, then KILL after 10 s.
+# The recorded pid of <name>, if that process still runs and is ours: every
+# command `up` starts names the state directory, so a pid the system has
+# since given to another process is never signalled.
+recorded_pid() { # <name>
+  local pid
+  [[ -f "$STATE/pids/$1" ]] || return 1
+  pid=$(cat "$STATE/pids/$1")
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE" || return 1
+  echo "$pid"
+}
+
+# Stops the processes whose pids `up` recorded: the node's at once (and
+# everything in its namespace and cgroups), the control plane's with TERM,
+# then KILL after 10 s.
 stop_all() {
   [[ -d "$STATE/pids" ]] || return 0
   local name pid
   stop_node
   for name in kube-scheduler kube-proxy kubelet containerd forward forward-inner; do
-    [[ -f "$STATE/pids/$name" ]] && kill -KILL "$(cat "$STATE/pids/$name")" 2>/dev/null
+    if pid=$(recorded_pid "$name"); then kill -KILL "$pid" 2>/dev/null || true; fi
     rm -f "$STATE/pids/$name"
   done
   for name in kube-controller-manager kube-apiserver etcd; do
-    [[ -f "$STATE/pids/$name" ]] || continue
-    pid=$(cat "$STATE/pids/$name")
-    kill -TERM "$pid" 2>/dev/null || true
+    if pid=$(recorded_pid "$name"); then kill -TERM "$pid" 2>/dev/null || true; fi
   done
   for name in kube-controller-manager kube-apiserver etcd; do
-    [[ -f "$STATE/pids/$name" ]] || continue
-    pid=$(cat "$STATE/pids/$name")
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
+    if pid=$(recorded_pid "$name"); then
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
     rm -f "$STATE/pids/$name"
   done
 }
@@ -380,7 +407,7 @@ main() {
     bin-dir) echo "$K8S_BIN" ;;
     versions) echo "kubernetes $K8S_VERSION"; echo "etcd $ETCD_VERSION"
       echo "containerd $CONTAINERD_VERSION"; echo "runc $RUNC_VERSION"; echo "cni-plugins $CNI_VERSION" ;;
-    *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 }
 
