@@ -18,6 +18,8 @@ pub enum Error {
     NoToken,
     #[error("HTTP endpoint: {0}")]
     Http(#[source] std::io::Error),
+    #[error("Deployment {deployment} still has Pods after {waited_secs}s at 0 replicas: {pods}")]
+    OperatorStillRunning { deployment: String, waited_secs: u64, pods: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -52,6 +54,7 @@ impl Error {
             Error::MissingField(_) => "missing_field",
             Error::NoToken => "no_token",
             Error::Http(_) => "http",
+            Error::OperatorStillRunning { .. } => "operator_still_running",
         }
     }
 }

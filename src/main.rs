@@ -47,10 +47,15 @@ enum Command {
     /// CRDs cannot hang without an operator. Requests it ended carry
     /// the annotation kubejit.io/uninstalled; a running operator leaves them alone.
     /// Safe to run again. Needs only the operator's RBAC (deploy/operator-rbac.yaml).
-    /// Exits 1, listing what is left, if anything could not be removed.
+    /// With --stop-deployment, first scales the operator's Deployment to 0 and
+    /// waits for its Pods to exit, so nothing is granted after the sweep (Helm's
+    /// pre-delete hook does; it needs get and patch on that deployments/scale and
+    /// list on pods there). Exits 1, listing what is left, if anything could not
+    /// be removed.
     ///
     /// Examples:
     ///   kube-jit uninstall
+    ///   kube-jit uninstall --stop-deployment kube-jit-system/kube-jit --stop-timeout 2m
     ///   KUBECONFIG=~/.kube/prod kube-jit uninstall && kubectl delete -f crds/
     #[command(verbatim_doc_comment)]
     Uninstall(UninstallArgs),
@@ -71,6 +76,13 @@ struct UninstallArgs {
     /// Namespace where grant identities live (as given to `kube-jit run`).
     #[arg(long, env = "KUBE_JIT_GRANTS_NAMESPACE", default_value = kube_jit::names::DEFAULT_GRANTS_NAMESPACE)]
     grants_namespace: String,
+    /// The operator's Deployment, as NAMESPACE/NAME: scaled to 0 replicas and
+    /// waited for before anything else, so no grant is made after the sweep.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    stop_deployment: Option<String>,
+    /// How long to wait for the stopped Deployment's Pods to exit (30s, 2m).
+    #[arg(long, default_value = "2m", value_parser = kube_jit::durations::parse)]
+    stop_timeout: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -160,6 +172,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Uninstall(args) => {
             kube_jit::telemetry::init(&args.log_level, matches!(args.log_format, LogFormat::Json));
             let client = kube::Client::try_default().await.context("connecting to the cluster")?;
+            if let Some(deployment) = &args.stop_deployment {
+                let (namespace, name) = deployment
+                    .split_once('/')
+                    .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+                    .context("--stop-deployment must be NAMESPACE/NAME")?;
+                kube_jit::controller::uninstall::stop_deployment(
+                    &client,
+                    namespace,
+                    name,
+                    args.stop_timeout,
+                    &|line| println!("{line}"),
+                )
+                .await
+                .with_context(|| format!("stopping the operator ({deployment}) before the sweep"))?;
+            }
             let report =
                 kube_jit::controller::uninstall::uninstall(&client, &args.grants_namespace, &|line| println!("{line}"))
                     .await

@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
-use kube_jit::api::Phase;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube_jit::api::{AccessRequest, Phase};
 use serde_json::json;
 use support::Cluster;
 use support::node::{self, RELEASE_NAMESPACE};
@@ -99,8 +99,23 @@ async fn chart_on_a_node_runs_agents_as_pods_and_uninstalls_cleanly() {
     let grant = cluster.client_with_token(&agent.mint(&granted).await.expect("mint"));
     scenario::wait_pods_status(&grant, "team-a", 200, Duration::from_secs(30)).await;
     let audit_from = cluster.audit_position();
-    let uninstalled = node::uninstall(cluster);
-    eprintln!("measure: helm uninstall --wait (pre-delete Job included) {uninstalled:?}");
+    // The agent keeps asking while the release goes: nothing may be granted
+    // after the pre-delete Job's sweep and then left without an operator.
+    let uninstalling = tokio::task::spawn_blocking(|| node::uninstall(Cluster::with_node()));
+    let mut asked = 0;
+    while !uninstalling.is_finished() {
+        let request = scenario::request_body(&agent.user, &format!("during-{asked}"), view_request("20m"));
+        let created = Api::<AccessRequest>::namespaced(agent.client.clone(), "agents")
+            .create(&PostParams::default(), &request)
+            .await;
+        asked += usize::from(created.is_ok());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let uninstalled = uninstalling.await.expect("helm uninstall");
+    eprintln!(
+        "measure: helm uninstall --wait (pre-delete Job included) {uninstalled:?}; {asked} requests made meanwhile"
+    );
+    assert!(asked > 0, "no request was made during the uninstall");
     let calls = cluster.api_calls_since(audit_from, &format!("system:serviceaccount:{RELEASE_NAMESPACE}:kube-jit"));
     assert!(
         cluster.kubectl(&["get", "pods", "-A", "-o", "name"]).lines().all(|p| !p.contains("kube-jit-uninstall")),
@@ -112,8 +127,13 @@ async fn chart_on_a_node_runs_agents_as_pods_and_uninstalls_cleanly() {
     scenario::assert_nothing_managed(&admin).await;
     let left = cluster.kubectl(&["get", "rolebindings,clusterrolebindings", "-A", "-o", "name"]);
     assert!(!left.contains("jit-"), "bindings left behind:\n{left}");
+    // A request left with kube-jit's finalizer would hold its CRD in deletion forever.
+    let crds_gone = support::eventually(Duration::from_secs(60), || async {
+        !cluster.kubectl(&["get", "crds", "-o", "name"]).contains("kubejit.io")
+    })
+    .await;
     let crds = cluster.kubectl(&["get", "crds", "-o", "name"]);
-    assert!(!crds.contains("kubejit.io"), "CRDs left behind (and with them objects and finalizers):\n{crds}");
+    assert!(crds_gone, "CRDs left behind (and with them objects and finalizers):\n{crds}");
     node::reset(cluster);
 }
 

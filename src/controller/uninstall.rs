@@ -4,8 +4,13 @@
 //! grants recorded or by living in the grants namespace, never by labels:
 //! others that carry its labels are named and left alone), and every kube-jit
 //! finalizer is removed so deleting the CRDs cannot hang once no operator runs.
+//! Run by Helm's pre-delete hook, it first stops the operator's Deployment
+//! ([`stop_deployment`]): a request made during the uninstall is then never
+//! granted, instead of granted after the sweep and left without an operator.
 
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::{Client, ResourceExt};
@@ -25,6 +30,59 @@ pub const UNINSTALLED_ANNOTATION: &str = "kubejit.io/uninstalled";
 /// Whether `kube-jit uninstall` has ended this request.
 pub fn was_uninstalled(request: &AccessRequest) -> bool {
     request.annotations().contains_key(UNINSTALLED_ANNOTATION)
+}
+
+/// Scales the Deployment `namespace/name` (the operator's) to 0 replicas and
+/// waits, up to `limit`, until none of its Pods is left, so nothing is granted
+/// after the sweep that follows. Pods are the Deployment's when a ReplicaSet
+/// named after it owns them (the uninstall Job's Pod shares their labels).
+/// Errors: the Deployment cannot be read or scaled, or Pods remain at `limit`
+/// ([`crate::error::Error::OperatorStillRunning`]); uninstall then stops
+/// before changing anything else.
+pub async fn stop_deployment(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    limit: std::time::Duration,
+    say: &dyn Fn(String),
+) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let deployment = deployments.get(name).await?;
+    deployments.patch_scale(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await?;
+    say(format!("scaled Deployment {namespace}/{name} to 0 replicas; waiting for its Pods to exit"));
+    let selector = deployment
+        .spec
+        .and_then(|s| s.selector.match_labels)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let prefix = format!("{name}-");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<String> = pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.owner_references().iter().any(|o| o.kind == "ReplicaSet" && o.name.starts_with(&prefix)))
+            .map(|p| p.name_any())
+            .collect();
+        if left.is_empty() {
+            say(format!("no Pod of Deployment {namespace}/{name} is left ({}s)", start.elapsed().as_secs()));
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(crate::error::Error::OperatorStillRunning {
+                deployment: format!("{namespace}/{name}"),
+                waited_secs: limit.as_secs(),
+                pods: left.join(", "),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// What uninstall did, and what it could not do.

@@ -89,12 +89,8 @@ impl Agent {
     }
 
     /// Creates an AccessRequest as this agent.
-    pub async fn request(&self, name: &str, mut spec: serde_json::Value) -> AccessRequest {
-        spec["requester"] = json!({"user": self.user});
-        let request: AccessRequest = serde_json::from_value(json!({
-            "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessRequest",
-            "metadata": {"name": name}, "spec": spec}))
-        .expect("request body");
+    pub async fn request(&self, name: &str, spec: serde_json::Value) -> AccessRequest {
+        let request = request_body(&self.user, name, spec);
         Api::<AccessRequest>::namespaced(self.client.clone(), &self.namespace)
             .create(&PostParams::default(), &request)
             .await
@@ -110,6 +106,15 @@ impl Agent {
     pub async fn mint_once(&self, request: &AccessRequest) -> Result<String, kube::Error> {
         mint_attempt(&self.client, request).await
     }
+}
+
+/// An AccessRequest named `name` with `spec`, asked by `requester`.
+pub fn request_body(requester: &str, name: &str, mut spec: serde_json::Value) -> AccessRequest {
+    spec["requester"] = json!({"user": requester});
+    serde_json::from_value(json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessRequest",
+        "metadata": {"name": name}, "spec": spec}))
+    .expect("request body")
 }
 
 /// How long [`mint_as`] retries a 403 right after a grant.
