@@ -15,6 +15,7 @@ if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then B=$'\033[1m' G=$'\033[32m' R=$'\033[31
 say() { printf '\n%s==> %s%s\n' "$B" "$*" "$N"; }
 run() { printf '%s$ %s%s\n' "$D" "$*" "$N"; "$@"; }
 took() { printf '%s%s: %ss%s\n' "$G" "$1" "$((SECONDS - $2))" "$N"; }
+[[ $# == 0 ]] || { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 (( EUID == 0 )) || { echo "${R}a node needs root (network namespaces, mounts, cgroups)${N}" >&2; exit 1; }
 
 say "1. A local cluster with a node: control plane, containerd, runc, CNI, kubelet, kube-proxy"
@@ -99,6 +100,7 @@ printf 'objects kube-jit still manages: '
 kubectl get serviceaccounts,roles,rolebindings -A -l app.kubernetes.io/managed-by=kube-jit -o name | wc -l
 
 say "Done. The cluster keeps running:"
-echo '    eval "$(hack/local-cluster.sh env)"; kubectl get jit -A; kubectl logs -n kube-jit-system deploy/kube-jit'
+echo '    eval "$(hack/local-cluster.sh env)"; kubectl get jit -A'
+echo '    kubectl logs -n kube-jit-system "$(kubectl get lease kube-jit -n kube-jit-system -o jsonpath={.spec.holderIdentity})"   # the leader'
 echo '    hack/helm.sh exec uninstall kube-jit -n kube-jit-system   # runs the pre-delete Job'
 echo '    hack/local-cluster.sh down                                 # stop it all'

@@ -3,17 +3,21 @@
 # standing privilege asks for access, is granted it for seconds, uses it, is
 # refused out of scope, and loses it at expiry. Prints the timings it saw.
 #
-#   hack/demo.sh              run the story (the cluster keeps running after)
+#   hack/demo.sh              run the story (the cluster keeps running after; the operator stops)
 #   GRANT_SECONDS=30 hack/demo.sh
 #   hack/demo.sh --node       the same story as users run it: a node, the image,
 #                             helm install, the agent as a Pod (hack/demo-node.sh; root)
 # Without --node, a cluster that already has a node also runs the Pod story.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if [[ ${1:-} == --node ]] || { hack/local-cluster.sh netns >/dev/null 2>&1 && hack/local-cluster.sh status >/dev/null 2>&1; }; then
+case "${1:-}" in
+  --node) exec hack/demo-node.sh ;;
+  '') ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
+if hack/local-cluster.sh netns >/dev/null 2>&1 && hack/local-cluster.sh status >/dev/null 2>&1; then
   exec hack/demo-node.sh
 fi
-[[ $# == 0 ]] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 GRANT_SECONDS=${GRANT_SECONDS:-20}
 if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then B=$'\033[1m' G=$'\033[32m' R=$'\033[31m' D=$'\033[2m' N=$'\033[0m'; else B='' G='' R='' D='' N=''; fi
@@ -159,6 +163,6 @@ for line in open(sys.argv[1]):
         print(f'{e["timestamp"]}  {e["event"]:<9} grant={e["grant_id"] or "-":<12} {e["requester"]} {e["what"]} in {e["namespaces"]} "{e["purpose"]}"')
 EOF
 
-say "Done. The cluster keeps running:"
+say "Done. The cluster keeps running (the operator stopped with the demo):"
 echo '    eval "$(hack/local-cluster.sh env)"; kubectl get jit -A'
 echo '    hack/local-cluster.sh down    # stop it'

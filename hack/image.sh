@@ -149,6 +149,11 @@ cmd_build() {
   parse_out "$@"
   [[ -f "$CA_BUNDLE" ]] || die "no CA bundle at $CA_BUNDLE (install ca-certificates)"
   local start=$SECONDS
+  # Clones share the cached target directory: one build at a time, from the
+  # cargo build until its binaries are in the images (fd 8 stays open to exit).
+  mkdir -p "$CACHE"
+  exec 8>"$CACHE/image-target.lock"
+  flock 8 || die "could not lock $CACHE/image-target.lock"
   build_binaries
   check_static "$RELEASE/kube-jit"
   check_static "$RELEASE/examples/agent"

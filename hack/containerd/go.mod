@@ -2,7 +2,7 @@
 // Kept apart from the other modules so the dependency graphs never mix.
 module kube-jit.local/hack/containerd
 
-go 1.26.8
+go 1.26.6
 
 require github.com/containerd/containerd/v2 v2.4.2
 

@@ -6,6 +6,7 @@
 //	image --out FILE.tar --tag NAME:TAG --file /in/image=/host/path[:mode[:uid:gid]]…
 //	      [--user UID:GID] [--entrypoint ARG]… [--cmd ARG]… [--workdir DIR]
 //
+// NAME is fully qualified (docker.io/library/x, as containerd names images).
 // Files are owned by root unless told; their mode defaults to the host file's.
 // The directories above them are created (root, 0755). Every timestamp is the
 // epoch and entries are sorted, so the same inputs give the same digest. The
@@ -55,7 +56,7 @@ func main() {
 	var out, tag, user, workdir string
 	var files, entrypoint, cmd list
 	flag.StringVar(&out, "out", "", "tarball to write")
-	flag.StringVar(&tag, "tag", "", "image reference, NAME:TAG")
+	flag.StringVar(&tag, "tag", "", "image reference, NAME:TAG with NAME fully qualified (docker.io/library/x)")
 	flag.Var(&files, "file", "/in/image=/host/path[:mode[:uid:gid]] (repeatable)")
 	flag.StringVar(&user, "user", "", "UID:GID the container runs as")
 	flag.Var(&entrypoint, "entrypoint", "entrypoint argument (repeatable)")

@@ -2,7 +2,7 @@
 // Built with cgo and the seccomp tag (libseccomp), so RuntimeDefault profiles work.
 module kube-jit.local/hack/runc
 
-go 1.26.8
+go 1.26.0
 
 require github.com/opencontainers/runc v1.5.3
 
