@@ -86,6 +86,16 @@ build_pause() {
 # and proc macros, which must stay dynamic.
 build_binaries() {
   command -v cargo >/dev/null || die "cargo is needed (https://rustup.rs)"
+  # Started from a test (or anything cargo runs), this script inherits that
+  # package's CARGO_PKG_* and the like; build scripts that watch them would
+  # make cargo rebuild the crate (about 100 s) instead of reusing the cache.
+  local var
+  for var in $(compgen -e); do
+    case $var in
+      CARGO | CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_BIN_* | CARGO_PRIMARY_PACKAGE | \
+        CARGO_TARGET_TMPDIR | CARGO_RUSTC_CURRENT_DIR | OUT_DIR) unset "$var" ;;
+    esac
+  done
   log "cargo build --release (static, $TARGET) into $CARGO_TARGET"
   with_progress "cargo build" env -C "$REPO" CARGO_TARGET_DIR="$CARGO_TARGET" \
     RUSTFLAGS='-C target-feature=+crt-static' \
