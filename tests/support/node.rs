@@ -109,14 +109,10 @@ pub fn reset(cluster: &Cluster) {
     let _ = cluster.kubectl_output(&["delete", "namespace", "agents", "team-a", "team-b", "--ignore-not-found"]);
 }
 
-/// Runs `program args` inside the node's network namespace.
+/// Runs `program args` inside the node's network namespace (named in the
+/// state directory's `netns`, as `hack/local-cluster.sh netns` prints it).
 pub fn in_node_netns(cluster: &Cluster, program: &str, args: &[&str]) -> Output {
-    let netns = Command::new(repo_root().join("hack/local-cluster.sh"))
-        .arg("netns")
-        .env("KUBE_JIT_CLUSTER_DIR", &cluster.dir)
-        .output()
-        .expect("hack/local-cluster.sh netns");
-    let netns = String::from_utf8(netns.stdout).expect("netns name");
+    let netns = std::fs::read_to_string(cluster.dir.join("netns")).expect("a cluster with a node");
     Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", netns.trim()))
         .arg(program)
