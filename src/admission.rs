@@ -10,7 +10,10 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
+};
 use serde::Deserialize;
 
 /// The shipped file, compiled in: what "installed as shipped" means.
@@ -26,12 +29,18 @@ pub const ADMISSION_SETTLE: Duration = Duration::from_secs(5);
 pub struct Shipped {
     pub policies: Vec<ValidatingAdmissionPolicy>,
     pub bindings: Vec<ValidatingAdmissionPolicyBinding>,
+    /// `kube-jit-requester-pod`, which records the Pod of a pod-bound creator
+    /// on its request. Not required: without it requests carry no Pod, which
+    /// only agents pinned to a workload need (they are then denied).
+    pub mutating: Vec<MutatingAdmissionPolicy>,
+    pub mutating_bindings: Vec<MutatingAdmissionPolicyBinding>,
 }
 
 /// The shipped policies and bindings, parsed once.
 pub fn shipped() -> &'static Shipped {
     static SHIPPED: LazyLock<Shipped> = LazyLock::new(|| {
-        let (mut policies, mut bindings) = (Vec::new(), Vec::new());
+        let (mut policies, mut bindings, mut mutating, mut mutating_bindings) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for doc in serde_yaml::Deserializer::from_str(SHIPPED_YAML) {
             let value = serde_yaml::Value::deserialize(doc).expect("the shipped admission file is YAML");
             match value["kind"].as_str() {
@@ -41,10 +50,15 @@ pub fn shipped() -> &'static Shipped {
                 Some("ValidatingAdmissionPolicyBinding") => {
                     bindings.push(serde_yaml::from_value(value).expect("a shipped ValidatingAdmissionPolicyBinding"))
                 }
+                Some("MutatingAdmissionPolicy") => {
+                    mutating.push(serde_yaml::from_value(value).expect("a shipped MutatingAdmissionPolicy"))
+                }
+                Some("MutatingAdmissionPolicyBinding") => mutating_bindings
+                    .push(serde_yaml::from_value(value).expect("a shipped MutatingAdmissionPolicyBinding")),
                 other => panic!("unexpected kind {other:?} in crds/kube-jit.admission.yaml"),
             }
         }
-        Shipped { policies, bindings }
+        Shipped { policies, bindings, mutating, mutating_bindings }
     });
     &SHIPPED
 }
@@ -240,6 +254,13 @@ mod tests {
         let (p, b) = installed();
         assert_eq!(check(&p, &b), Ok(()));
         assert!(required_policies().count() >= 5);
+        let names =
+            |m: &[MutatingAdmissionPolicy]| m.iter().filter_map(|p| p.metadata.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&shipped().mutating), ["kube-jit-requester-pod"]);
+        assert_eq!(
+            shipped().mutating_bindings[0].spec.as_ref().map(|s| s.policy_name.as_deref()),
+            Some(Some("kube-jit-requester-pod"))
+        );
     }
 
     #[test]

@@ -46,6 +46,16 @@ pub mod reasons {
     pub const EXTENSION_REFUSED: &str = "ExtensionRefused";
     /// `kube-jit uninstall` revoked the grant before kube-jit was removed.
     pub const UNINSTALLED: &str = "Uninstalled";
+    /// The agent requires `spec.workload` and the request was not made from a
+    /// live Pod of it (no pod-bound token; the Pod gone, replaced or not Running).
+    pub const WORKLOAD_NOT_ATTESTED: &str = "WorkloadNotAttested";
+    /// The Pod the request was made from does not match the agent's
+    /// `spec.workload` (ServiceAccount, labels, image digests, node).
+    pub const WORKLOAD_MISMATCH: &str = "WorkloadMismatch";
+    /// The Pod a grant is bound to was deleted, replaced or finished.
+    pub const WORKLOAD_GONE: &str = "WorkloadGone";
+    /// The Pod a grant is bound to no longer matches (labels, containers, digests, phase).
+    pub const WORKLOAD_CHANGED: &str = "WorkloadChanged";
 }
 
 /// Sets a condition, keeping `lastTransitionTime` when the status is unchanged.

@@ -25,6 +25,12 @@ pub const PURPOSE_ANNOTATION: &str = "kubejit.io/purpose";
 pub const TOKEN_MINTER_ANNOTATION: &str = "kubejit.io/token-minter";
 /// On a grant ServiceAccount: the audiences (comma-separated) its tokens may carry.
 pub const TOKEN_AUDIENCES_ANNOTATION: &str = "kubejit.io/token-audiences";
+/// On a grant ServiceAccount bound to a workload: the uid of the attested Pod,
+/// the only caller (by its pod-bound token) admission lets mint tokens for it.
+pub const WORKLOAD_POD_UID_ANNOTATION: &str = "kubejit.io/workload-pod-uid";
+/// On a grant ServiceAccount bound to a workload: the Secret beside it that
+/// every token for it must be bound to (deleted when the Pod ends).
+pub const TOKEN_BOUND_SECRET_ANNOTATION: &str = "kubejit.io/token-bound-secret";
 pub const CHAIN_ANNOTATION: &str = "kubejit.io/delegation-chain";
 /// Where grant identities live unless `--grants-namespace` says otherwise: a
 /// namespace only the operator writes to (the chart creates it, with a quota

@@ -164,6 +164,67 @@ pub struct Requester {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 512)))]
     pub groups: Vec<String>,
+    /// The Pod the request was made from, when the creator authenticated with
+    /// a pod-bound (kubelet-projected) ServiceAccount token. Written at
+    /// admission from the token's `authentication.kubernetes.io/pod-name`
+    /// and `pod-uid` (MutatingAdmissionPolicy `kube-jit-requester-pod`);
+    /// a value that is not the creator's own Pod is refused
+    /// (`kube-jit-requester-is-creator`). Leave it empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<RequesterPod>,
+}
+
+/// The Pod behind a pod-bound token, as the API server authenticated it
+/// (`userInfo.extra`; see
+/// <https://kubernetes.io/docs/reference/access-authn-authz/service-accounts-admin/#bound-service-account-tokens>).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequesterPod {
+    /// `authentication.kubernetes.io/pod-name`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `authentication.kubernetes.io/pod-uid`.
+    #[schemars(length(min = 1, max = 64))]
+    pub uid: String,
+}
+
+/// What the operator verified about the Pod a workload-bound grant belongs
+/// to, read from the live Pod (its status for image digests) when the grant
+/// was decided. The grant ends when this Pod ends or stops matching.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadAttestation {
+    /// Namespace of the Pod (the agent's namespace).
+    pub namespace: String,
+    /// Name of the Pod.
+    pub pod: String,
+    /// Uid of the Pod: a Pod of the same name made later is another workload.
+    pub pod_uid: String,
+    /// The ServiceAccount the Pod runs as.
+    pub service_account: String,
+    /// The node the Pod runs on (`spec.nodeName`).
+    pub node: String,
+    /// Every container of the Pod (init, app and ephemeral) and the image
+    /// digest its runtime reported (`status.*ContainerStatuses[].imageID`).
+    #[serde(default)]
+    pub images: Vec<AttestedImage>,
+    /// The workload's SPIFFE ID, from the attested namespace and
+    /// ServiceAccount: `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccount>`.
+    pub spiffe_id: String,
+    /// When the Pod was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_at: Option<Time>,
+}
+
+/// One container of an attested Pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestedImage {
+    pub container: String,
+    /// The image as the Pod names it (`spec.containers[].image`).
+    pub image: String,
+    /// `sha256:<64 hex digits>`, from the runtime's report.
+    pub digest: String,
 }
 
 /// The role to bind.
@@ -276,6 +337,10 @@ pub struct AccessRequestStatus {
     /// The answer to each of `spec.extensions`, in the same order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<ExtensionOutcome>,
+    /// The Pod the grant is bound to, for an agent with `spec.workload`: the
+    /// grant ends (`WorkloadGone`, `WorkloadChanged`) when it ends or stops matching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadAttestation>,
 }
 
 /// The operator's answer to one extension.
@@ -310,6 +375,9 @@ pub struct DelegationHop {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegated_at: Option<Time>,
     pub grant_id: String,
+    /// The Pod the delegator asked from, where the hop was bound to a workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadAttestation>,
 }
 
 /// One policy's verdict on a request.
@@ -360,6 +428,12 @@ pub struct GrantStatus {
     /// Every object created for the grant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjectRef>,
+    /// For a grant bound to a workload: the object every token for the grant
+    /// identity must be bound to (TokenRequest `boundObjectRef`; admission
+    /// refuses others). The operator deletes it as soon as the attested Pod
+    /// ends, and every token bound to it stops authenticating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_bound_to: Option<ObjectRef>,
     /// The rules of each role the grant binds by name (`spec.role`), as they
     /// were when the grant was decided: a role that gains rights afterwards
     /// ends the grant (`PolicyWithdrawn`).

@@ -2,7 +2,7 @@
 //! for it, and the base ServiceAccount it authenticates as (which holds no
 //! privilege of its own beyond asking).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspended"),
     printcolumn(name = "Grants", type_ = "integer", json_path = ".status.liveGrants"),
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model", priority = 1),
+    printcolumn(name = "Workload", type_ = "boolean", json_path = ".spec.workload.required", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -73,6 +74,38 @@ pub struct AgentIdentitySpec {
     /// requests while true.
     #[serde(default)]
     pub suspended: bool,
+    /// Which Pods may act as this agent. With it, a request made from a Pod
+    /// (a pod-bound token) is granted only if that Pod matches, and the grant
+    /// is bound to the Pod: it ends when the Pod ends or stops matching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+}
+
+/// The Pods that may act as an agent (SPIFFE's Kubernetes workload
+/// attestation reads the same facts: namespace, ServiceAccount, labels,
+/// image digests, node). The Pod must run in the agent's namespace as its
+/// ServiceAccount, be Running and not terminating.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    /// Only requests made from a matching Pod are granted: a request made
+    /// with any other credential (a person, a `kubectl create token` token)
+    /// is denied `WorkloadNotAttested`.
+    #[serde(default)]
+    pub required: bool,
+    /// Labels the Pod must carry. Labels are whatever those who may edit the
+    /// Pod write: they narrow, the digests and the ServiceAccount pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// The image digests allowed (`sha256:<64 hex digits>`): every container
+    /// of the Pod (init, app and ephemeral) must report one of them in its
+    /// status (`imageID`), as the container runtime resolved it.
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = r"^sha256:[0-9a-f]{64}$")))]
+    pub images: Vec<String>,
+    /// Labels the Pod's Node must carry. Prefer labels under
+    /// `node-restriction.kubernetes.io/`, which a node cannot set on itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
 }
 
 /// Kinds of non-human identity.

@@ -91,7 +91,7 @@ mod tests {
 
     fn request(name: &str, phase: Phase, expires: i64, objects: &[(&str, &str, &str)]) -> AccessRequest {
         let spec = AccessRequestSpec {
-            requester: Requester { user: "u".into(), groups: vec![] },
+            requester: Requester { user: "u".into(), ..Requester::default() },
             for_agent: None,
             role: None,
             rules: None,

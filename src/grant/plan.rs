@@ -93,6 +93,11 @@ pub struct Plan {
     /// The name of the token Role and RoleBinding (the requester's right to
     /// mint tokens for the grant identity), if the grant has them.
     pub mint_right: Option<String>,
+    /// The Secret every token for the grant identity must be bound to, for a
+    /// grant bound to a workload (the same Secret holds the token, if asked for).
+    pub token_bound_to: Option<String>,
+    /// Whether the grant's Secret holds a token the operator mints (`delivery.tokenSecret`).
+    pub holds_token: bool,
 }
 
 /// The two parts of a grant, made in this order with the `Granted` record
@@ -136,7 +141,11 @@ impl Plan {
         })
     }
 
+    /// The Secret that holds a token minted by the operator, if the grant has one.
     pub fn token_secret(&self) -> Option<&Secret> {
+        if !self.holds_token {
+            return None;
+        }
         self.objects.iter().find_map(|o| match o {
             Managed::Secret(s) => Some(s),
             _ => None,
@@ -171,6 +180,10 @@ pub struct Holders {
     /// The audiences tokens for the grant identity may carry (the API
     /// server's own), recorded on it for admission to enforce.
     pub token_audiences: Vec<String>,
+    /// The uid of the Pod the grant is bound to (an attested workload): only
+    /// that Pod may mint tokens for the grant identity, and only tokens bound
+    /// to the grant's Secret, which the operator deletes when the Pod ends.
+    pub workload_pod_uid: Option<String>,
 }
 
 impl Default for Holders {
@@ -181,6 +194,7 @@ impl Default for Holders {
             may_delegate: false,
             chain_json: None,
             token_audiences: Vec::new(),
+            workload_pod_uid: None,
         }
     }
 }
@@ -249,6 +263,11 @@ pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -
             // What admission (kube-jit-grant-tokens) holds tokens for it to.
             sa_annotations.insert(names::TOKEN_MINTER_ANNOTATION.to_string(), minter.to_string());
             sa_annotations.insert(names::TOKEN_AUDIENCES_ANNOTATION.to_string(), holders.token_audiences.join(","));
+            if let Some(uid) = &holders.workload_pod_uid {
+                // What admission holds tokens to: minted by that Pod, bound to the Secret.
+                sa_annotations.insert(names::WORKLOAD_POD_UID_ANNOTATION.to_string(), uid.clone());
+                sa_annotations.insert(names::TOKEN_BOUND_SECRET_ANNOTATION.to_string(), base_name.clone());
+            }
             objects.push(Managed::ServiceAccount(ServiceAccount {
                 metadata: sa_meta,
                 automount_service_account_token: Some(false),
@@ -294,9 +313,10 @@ pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -
                     }]),
                 }));
             }
-            if spec.delivery.token_secret {
+            if spec.delivery.token_secret || holders.workload_pod_uid.is_some() {
                 // Beside the identity: a token can be bound only to an object
-                // in its ServiceAccount's namespace.
+                // in its ServiceAccount's namespace. For a workload-bound
+                // grant, every token is bound to it, and it goes with the Pod.
                 objects.push(Managed::Secret(Secret {
                     metadata: meta(&base_name, Some(grants_ns)),
                     type_: Some("Opaque".into()),
@@ -359,9 +379,11 @@ pub fn plan_with(request: &AccessRequest, expires_at: &str, holders: &Holders) -
             }));
         }
     }
-    let mint_right = matches!(spec.delivery.mode, DeliveryMode::EphemeralServiceAccount)
-        .then(|| names::object_name(&name, "token", &id));
-    Ok(Plan { grant_id: id, holder, objects, mint_right })
+    let ephemeral = matches!(spec.delivery.mode, DeliveryMode::EphemeralServiceAccount);
+    let mint_right = ephemeral.then(|| names::object_name(&name, "token", &id));
+    let token_bound_to = (ephemeral && holders.workload_pod_uid.is_some()).then(|| base_name.clone());
+    let holds_token = ephemeral && spec.delivery.token_secret;
+    Ok(Plan { grant_id: id, holder, objects, mint_right, token_bound_to, holds_token })
 }
 
 fn role_ref(kind: &str, name: &str) -> RoleRef {
@@ -392,7 +414,7 @@ mod tests {
 
     fn spec() -> AccessRequestSpec {
         AccessRequestSpec {
-            requester: Requester { user: "system:serviceaccount:agents:planner".into(), groups: vec![] },
+            requester: Requester { user: "system:serviceaccount:agents:planner".into(), ..Requester::default() },
             for_agent: None,
             role: Some(ReqRoleRef { kind: RoleKind::ClusterRole, name: "edit".into() }),
             rules: None,
@@ -441,6 +463,29 @@ mod tests {
             })
             .unwrap();
         assert_eq!(token_binding.subjects.as_ref().unwrap()[0].name, "planner");
+    }
+
+    #[test]
+    fn a_workload_bound_grant_binds_every_token_to_a_secret_beside_the_identity() {
+        let holders = Holders { workload_pod_uid: Some("pod-uid".into()), ..Holders::default() };
+        let p = plan_with(&request(spec()), "t", &holders).unwrap();
+        let sa = p.service_account().unwrap();
+        let bound = p.token_bound_to.clone().expect("a binding Secret");
+        assert_eq!(sa.metadata.name.as_deref(), Some(bound.as_str()), "named as the identity");
+        let annotations = sa.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations[names::WORKLOAD_POD_UID_ANNOTATION], "pod-uid");
+        assert_eq!(annotations[names::TOKEN_BOUND_SECRET_ANNOTATION], bound);
+        let secret = p.objects.iter().find(|o| o.kind() == "Secret").expect("the Secret is made");
+        assert_eq!(secret.metadata().namespace, sa.metadata.namespace, "beside the identity");
+        assert_eq!(p.part_of("Secret", &bound), Part::Usable, "made with what makes the grant usable");
+        assert!(p.token_secret().is_none(), "it holds no token unless delivery.tokenSecret asks");
+        // Unbound grants have neither; the requester's own ServiceAccount has no Secret to bind to.
+        let unbound = plan_with(&request(spec()), "t", &Holders::default()).unwrap();
+        assert!(unbound.token_bound_to.is_none() && unbound.objects.iter().all(|o| o.kind() != "Secret"));
+        let mut own = spec();
+        own.delivery.mode = DeliveryMode::RequesterServiceAccount;
+        let own = plan_with(&request(own), "t", &holders).unwrap();
+        assert!(own.token_bound_to.is_none() && own.objects.iter().all(|o| o.kind() != "Secret"));
     }
 
     #[test]

@@ -137,7 +137,7 @@ mod tests {
 
     fn spec(role: Option<(&str, RoleKind)>, rules: Option<Vec<PolicyRule>>, ns: &[&str]) -> AccessRequestSpec {
         AccessRequestSpec {
-            requester: Requester { user: "system:serviceaccount:agents:jit-parent-abc".into(), groups: vec![] },
+            requester: Requester { user: "system:serviceaccount:agents:jit-parent-abc".into(), ..Requester::default() },
             for_agent: Some("ci".into()),
             role: role.map(|(n, k)| RoleRef { kind: k, name: n.into() }),
             rules,
