@@ -9,7 +9,8 @@
 //! agent's own ServiceAccount, which may only ask (examples/rbac/requester.yaml).
 //! With `--until-expiry` it keeps the grant to its end instead and reports how
 //! long after `status.grant.expiresAt` the API server first refused it; with
-//! `--delivery requester-service-account` the rights come to its own token.
+//! `--delivery requester-service-account` the rights come to its own token;
+//! with `--hold` it keeps using the grant until it stops working.
 //! Exit status: 0 done; 1 denied, failed, timed out or any other error.
 
 use std::process::ExitCode;
@@ -54,6 +55,16 @@ struct Args {
     /// (`requester-service-account`; the policy must allow it).
     #[arg(long, value_enum, default_value = "ephemeral-service-account")]
     delivery: DeliveryArg,
+    /// Ask for this AgentIdentity (in `--namespace`) rather than for the
+    /// ServiceAccount itself. An agent pinned to its workload
+    /// (`spec.workload`) must run as a matching Pod: its pod-bound token is the proof.
+    #[arg(long)]
+    for_agent: Option<String>,
+    /// Keep the grant and use it until it ends (expiry, revocation, or the
+    /// Pod's end for a workload-bound grant) instead of revoking it early;
+    /// says when it stopped working.
+    #[arg(long)]
+    hold: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +101,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metadata: ObjectMeta { generate_name: Some("agent-".into()), ..ObjectMeta::default() },
         spec: AccessRequestSpec {
             // Admission refuses a requester other than the authenticated creator.
-            requester: Requester { user: me, groups: vec![] },
-            for_agent: None,
+            requester: Requester { user: me, ..Requester::default() },
+            for_agent: args.for_agent.clone(),
             role: Some(RoleRef { kind: RoleKind::ClusterRole, name: args.role.clone() }),
             rules: None,
             namespaces: vec![args.target_namespace.clone()],
@@ -139,6 +150,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let sa = grant.service_account.as_ref().context("Granted without status.grant.serviceAccount")?;
     let expires_at = grant.expires_at.as_ref().map(|t| t.0).context("Granted without status.grant.expiresAt")?;
     say(format_args!("granted: grant {} as {}/{} until {expires_at}", grant.id, sa.namespace, sa.name));
+    if let Some(w) = granted.status.as_ref().and_then(|s| s.workload.as_ref()) {
+        say(format_args!(
+            "bound to this Pod: {}/{} (uid {}) on {}, {}",
+            w.namespace, w.pod, w.pod_uid, w.node, w.spiffe_id
+        ));
+    }
+
+    if args.hold {
+        let token = use_grant(&agent, &config, &granted, &args.target_namespace).await?;
+        let grant_client = client::client_with_token(&config, &token)?;
+        say("holding the grant");
+        return confirm_expired(&grant_client, &args.target_namespace, expires_at, "the grant token").await;
+    }
 
     if args.until_expiry {
         // The rights are on the agent's own token, or on one minted for the grant identity.

@@ -61,7 +61,8 @@ pub fn plain_text(text: &str) -> String {
         .collect()
 }
 
-/// Writes one audit line: who, for whom, what, where, when, why, and the grant id.
+/// Writes one audit line: who, for whom, what, where, when, why, the grant
+/// id, and the Pod it was asked from (with its node and image digests once attested).
 pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) {
     let spec = &request.spec;
     // The grant id is derived from the request, so even lines before the grant carry it.
@@ -82,12 +83,30 @@ pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) 
         .map(|s| {
             s.delegation_chain
                 .iter()
-                .map(|h| format!("{}>{}[{}]", h.delegator, h.delegatee, h.grant_id))
+                .map(|h| match &h.workload {
+                    // `@pod-uid`: the hop was asked from that attested Pod.
+                    Some(w) => format!("{}@{}>{}[{}]", h.delegator, w.pod_uid, h.delegatee, h.grant_id),
+                    None => format!("{}>{}[{}]", h.delegator, h.delegatee, h.grant_id),
+                })
                 .collect::<Vec<_>>()
                 .join(" | ")
         })
         .unwrap_or_default();
     let where_ = if spec.cluster_wide { "*".to_string() } else { spec.namespaces.join(",") };
+    // The Pod it was asked from: as attested, else as admission recorded it (not yet verified).
+    let attested = request.status.as_ref().and_then(|s| s.workload.as_ref());
+    let claimed = spec.requester.pod.as_ref();
+    let requester_ns = crate::names::parse_service_account_username(&spec.requester.user).map(|(ns, _)| ns);
+    let pod = match (attested, claimed) {
+        (Some(w), _) => format!("{}/{}", w.namespace, w.pod),
+        (None, Some(p)) => format!("{}/{}", requester_ns.unwrap_or_default(), p.name),
+        (None, None) => String::new(),
+    };
+    let pod_uid = attested.map(|w| w.pod_uid.as_str()).or(claimed.map(|p| p.uid.as_str())).unwrap_or_default();
+    let node = attested.map(|w| w.node.as_str()).unwrap_or_default();
+    let digests = attested
+        .map(|w| w.images.iter().map(|i| format!("{}={}", i.container, i.digest)).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
     tracing::info!(
         target: TARGET,
         event = event.as_str(),
@@ -108,6 +127,11 @@ pub fn record(event: AuditEvent, request: &AccessRequest, details: Details<'_>) 
         reason = details.reason.unwrap_or(""),
         message = details.message.unwrap_or(""),
         chain = chain.as_str(),
+        pod = pod.as_str(),
+        pod_uid,
+        pod_attested = attested.is_some(),
+        node,
+        image_digests = digests.as_str(),
         "audit"
     );
 }

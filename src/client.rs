@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::AuthInfo;
@@ -105,7 +105,9 @@ pub fn explain(request: &AccessRequest) -> String {
 
 /// Mints a token for the grant's ServiceAccount (`status.grant.serviceAccount`)
 /// with the TokenRequest API. Only the requester may do this, so `client` must
-/// authenticate as the requester. The API server enforces a minimum lifetime of
+/// authenticate as the requester (for a grant bound to a workload: from the
+/// attested Pod, with its own token; the token is then bound to
+/// `status.grant.tokenBoundTo`). The API server enforces a minimum lifetime of
 /// ten minutes; the grant's bindings end at `expiresAt` whatever the token says.
 pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime: Duration) -> crate::Result<String> {
     let sa = request
@@ -118,9 +120,18 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
     // TokenRequest minimum (600 s): ask for no more than that.
     let expires_at = request.status.as_ref().and_then(|s| s.grant.as_ref()).and_then(|g| g.expires_at.as_ref());
     let within_grant = expires_at.map_or(i64::MAX, |t| t.0.duration_since(jiff::Timestamp::now()).as_secs() + 600);
+    // A grant bound to a workload takes only tokens bound to its Secret
+    // (deleted when the Pod ends), minted from that Pod.
+    let bound_to = request.status.as_ref().and_then(|s| s.grant.as_ref()).and_then(|g| g.token_bound_to.as_ref());
     let token_request = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some((lifetime.as_secs() as i64).min(within_grant).max(600)),
+            bound_object_ref: bound_to.map(|o| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some(o.kind.clone()),
+                name: Some(o.name.clone()),
+                uid: None,
+            }),
             ..TokenRequestSpec::default()
         }),
         ..TokenRequest::default()

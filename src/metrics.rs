@@ -37,6 +37,8 @@ pub struct Metrics {
     revocation_lag: Histogram,
     reconcile_errors: Family<KindLabels, Counter>,
     leader: Gauge,
+    workload_watches: Gauge,
+    workload_pods: Gauge,
     /// The leader's request cache, counted at scrape time; none on a standby.
     requests_cache: Mutex<Option<Store<AccessRequest>>>,
 }
@@ -89,6 +91,18 @@ impl Metrics {
         }
         let leader = Gauge::default();
         registry.register("kube_jit_leader", "1 while this replica holds the lease and acts, else 0", leader.clone());
+        let workload_watches = Gauge::default();
+        registry.register(
+            "kube_jit_workload_pod_watches",
+            "Pod watches kept for workload-bound requests and grants: one per (namespace, ServiceAccount) of a pinned agent",
+            workload_watches.clone(),
+        );
+        let workload_pods = Gauge::default();
+        registry.register(
+            "kube_jit_workload_watched_pods",
+            "Pods held by those watches (trimmed to what attestation reads)",
+            workload_pods.clone(),
+        );
         Metrics {
             registry,
             live_grants,
@@ -97,8 +111,16 @@ impl Metrics {
             revocation_lag,
             reconcile_errors,
             leader,
+            workload_watches,
+            workload_pods,
             requests_cache: Mutex::new(None),
         }
+    }
+
+    /// How many Pod watches workload-bound grants keep, and how many Pods they hold.
+    pub fn set_workload_watches(&self, watches: usize, pods: usize) {
+        self.workload_watches.set(watches as i64);
+        self.workload_pods.set(pods as i64);
     }
 
     /// A grant was recorded Granted: count it and how long it took since the request was made.

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
 use kube_jit::api::{AccessRequest, Phase};
 use serde_json::json;
 use support::Cluster;
@@ -214,4 +214,320 @@ fn restarted(now: &Pod, before: &Pod) -> bool {
     let restarts =
         |p: &Pod| p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map_or(0, |c| c[0].restart_count);
     restarts(now) > restarts(before)
+}
+
+/// `planner` pinned to its Pods: labelled `app=planner`, running the agent
+/// image at `digest`.
+fn pinned_agent(digest: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AgentIdentity",
+        "metadata": {"name": "planner", "namespace": "agents"},
+        "spec": {"type": "ai-agent", "owner": "platform-team", "serviceAccountName": "planner",
+                 "workload": {"required": true, "podSelector": {"matchLabels": {"app": "planner"}},
+                              "images": [digest]}}
+    })
+}
+
+/// The request made from `pod` (its `spec.requester.pod`), once there is one.
+async fn request_from_pod(admin: &Client, pod: &Pod, limit: Duration) -> AccessRequest {
+    let requests: Api<AccessRequest> = Api::namespaced(admin.clone(), "agents");
+    let uid = pod.metadata.uid.clone();
+    let found = support::eventually_value(limit, || async {
+        let list = requests.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|r| r.spec.requester.pod.as_ref().is_some_and(|p| Some(&p.uid) == uid.as_ref()))
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("no request made from Pod {} within {limit:?}", pod.name_any()))
+}
+
+/// Waits until the request reaches a terminal phase or `phase`; returns it.
+async fn settled(admin: &Client, name: &str, limit: Duration) -> AccessRequest {
+    let requests: Api<AccessRequest> = Api::namespaced(admin.clone(), "agents");
+    let done = support::eventually_value(limit, || async {
+        let r = requests.get(name).await.ok()?;
+        let phase = r.status.as_ref()?.phase;
+        (phase == Phase::Granted || phase.is_terminal()).then_some(r)
+    })
+    .await;
+    done.unwrap_or_else(|| panic!("request {name} undecided after {limit:?}"))
+}
+
+fn reason_of(r: &AccessRequest, type_: &str) -> (String, String) {
+    let c = r.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == type_).expect("condition");
+    (c.reason.clone(), c.message.clone())
+}
+
+/// Mints a token for the grant identity of `granted` as `client`, bound to
+/// `bound` (a Secret name) or to nothing.
+async fn mint(client: &Client, granted: &AccessRequest, bound: Option<&str>) -> Result<String, kube::Error> {
+    let sa = granted.status.as_ref().unwrap().grant.as_ref().unwrap().service_account.clone().unwrap();
+    let mut spec = json!({"expirationSeconds": 600});
+    if let Some(name) = bound {
+        spec["boundObjectRef"] = json!({"apiVersion": "v1", "kind": "Secret", "name": name});
+    }
+    let tr: k8s_openapi::api::authentication::v1::TokenRequest = serde_json::from_value(json!({"spec": spec})).unwrap();
+    let minted = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &sa.namespace)
+        .create_token_request(&sa.name, &PostParams::default(), &tr)
+        .await?;
+    Ok(minted.status.and_then(|s| s.token).unwrap())
+}
+
+/// Polls every 10 ms until `client` gets `code` listing pods in team-a;
+/// returns when (None after `limit`).
+async fn until_status(client: &Client, code: u16, limit: Duration) -> Option<Instant> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if scenario::list_pods_status(client, "team-a").await == code {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+#[tokio::test]
+#[ignore = "needs a node and root: hack/test.sh runs it (cargo test --test node -- --ignored)"]
+async fn grants_bound_to_the_workload_end_with_the_pod() {
+    let _turn = CHART.lock().await;
+    let cluster = Cluster::with_node();
+    node::reset(cluster);
+    let admin = cluster.admin();
+    node::import_images(cluster);
+    node::install(cluster, &[]);
+    let (leader, _) = node::one_leader(cluster, &admin, Duration::from_secs(120)).await;
+    let mut policy = node_policy();
+    policy["subjects"]["agents"] = json!([{"namespace": "agents"}]);
+    policy["delegation"] = json!({"allowed": true, "maxDepth": 2});
+    let agent = scenario::stage(cluster, &admin, policy).await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "agents");
+    let agents: Api<kube_jit::api::AgentIdentity> = Api::namespaced(admin.clone(), "agents");
+    let rss_before = node::rss_kib(node::container_pid(&leader));
+
+    // The agent image's digest, as the runtime reports it, pins the agent.
+    let probe =
+        node::start_pod(&admin, "digest-probe", "default", json!({}), node::PAUSE_IMAGE, &[], Duration::from_secs(60))
+            .await;
+    let pause_digest = node::image_digest(&probe);
+    pods.delete("digest-probe", &DeleteParams::default()).await.unwrap();
+    let hold = [
+        "--namespace",
+        "agents",
+        "--target-namespace",
+        "team-a",
+        "--purpose",
+        "debug the rollout",
+        "--for-agent",
+        "planner",
+        "--duration",
+        "10m",
+        "--hold",
+    ];
+    // The agent image's digest: from a first Pod, before the agent is pinned (its request is left pending).
+    agents.create(&PostParams::default(), &serde_json::from_value(pinned_agent(&pause_digest)).unwrap()).await.unwrap();
+    cluster.wait_admission_settled();
+
+    // A Pod of the agent, labelled and at the allowed digest, is granted.
+    let a = node::start_pod(
+        &admin,
+        "planner-a",
+        "planner",
+        json!({"app": "planner"}),
+        node::AGENT_IMAGE,
+        &hold,
+        Duration::from_secs(60),
+    )
+    .await;
+    let agent_digest = node::image_digest(&a);
+    assert_ne!(agent_digest, pause_digest);
+    let first = request_from_pod(&admin, &a, Duration::from_secs(60)).await;
+    let first = settled(&admin, &first.name_any(), Duration::from_secs(60)).await;
+    let (reason, message) = reason_of(&first, "Approved");
+    assert_eq!(reason, "WorkloadMismatch", "{message}");
+    assert!(message.contains(&agent_digest) && message.contains("spec.workload.images"), "{message}");
+    eprintln!("denied (another digest): {message}");
+    let _ = pods.delete("planner-a", &DeleteParams::default()).await;
+    support::eventually(Duration::from_secs(60), || async { pods.get_opt("planner-a").await.ok().flatten().is_none() })
+        .await;
+    agents
+        .patch(
+            "planner",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"workload": {"images": [agent_digest]}}})),
+        )
+        .await
+        .unwrap();
+
+    let a = node::start_pod(
+        &admin,
+        "planner-a",
+        "planner",
+        json!({"app": "planner"}),
+        node::AGENT_IMAGE,
+        &hold,
+        Duration::from_secs(60),
+    )
+    .await;
+    let granted = request_from_pod(&admin, &a, Duration::from_secs(60)).await;
+    let granted = settled(&admin, &granted.name_any(), Duration::from_secs(60)).await;
+    let status = granted.status.clone().unwrap();
+    assert_eq!(status.phase, Phase::Granted, "{:?}", status.conditions);
+    let attested = status.workload.clone().expect("the attestation");
+    assert_eq!((attested.pod.as_str(), Some(attested.pod_uid.as_str())), ("planner-a", a.metadata.uid.as_deref()));
+    assert_eq!(attested.node, a.spec.as_ref().unwrap().node_name.clone().unwrap());
+    assert_eq!(attested.images[0].digest, agent_digest);
+    assert_eq!(attested.spiffe_id, "spiffe://cluster.local/ns/agents/sa/planner");
+    assert_eq!(status.delegation_chain[0].workload.as_ref(), Some(&attested), "the chain records it");
+    let bound = status.grant.as_ref().unwrap().token_bound_to.clone().expect("tokens bound to a Secret");
+    assert_eq!(bound.kind, "Secret");
+
+    // Another Pod of the same ServiceAccount, not labelled as the agent, is denied.
+    let c = node::start_pod(
+        &admin,
+        "planner-c",
+        "planner",
+        json!({"app": "other"}),
+        node::AGENT_IMAGE,
+        &hold,
+        Duration::from_secs(60),
+    )
+    .await;
+    let other = request_from_pod(&admin, &c, Duration::from_secs(60)).await;
+    let other = settled(&admin, &other.name_any(), Duration::from_secs(60)).await;
+    let (reason, message) = reason_of(&other, "Approved");
+    assert_eq!(reason, "WorkloadMismatch", "{message}");
+    assert!(message.contains("podSelector"), "{message}");
+    eprintln!("denied (other labels): {message}");
+    drop(c);
+
+    // A token not bound to a Pod (kubectl create token) asks and mints in vain.
+    let plain = cluster.client_with_token(&agent.token);
+    let unbound = scenario::request_as(
+        &plain,
+        &agent.user,
+        "not-from-a-pod",
+        json!({
+        "forAgent": "planner", "role": {"kind": "ClusterRole", "name": "view"}, "namespaces": ["team-a"],
+        "duration": "5m", "purpose": "from outside any Pod"}),
+    )
+    .await
+    .expect("create");
+    assert!(unbound.spec.requester.pod.is_none());
+    let unbound = settled(&admin, "not-from-a-pod", Duration::from_secs(60)).await;
+    let (reason, message) = reason_of(&unbound, "Approved");
+    assert_eq!(reason, "WorkloadNotAttested", "{message}");
+    let refused = mint(&plain, &granted, Some(&bound.name)).await.expect_err("minting from outside the Pod");
+    assert!(refused.to_string().contains("only that Pod"), "{refused}");
+
+    // The Pod's own token, copied off the node: it mints only tokens bound to the Secret.
+    let pod_client = cluster.client_with_token(&node::projected_token(cluster, &a));
+    let refused = mint(&pod_client, &granted, None).await.expect_err("an unbound token");
+    assert!(refused.to_string().contains("must be bound to Secret"), "{refused}");
+    let copied =
+        cluster.client_with_token(&mint(&pod_client, &granted, Some(&bound.name)).await.expect("a bound token"));
+    scenario::wait_pods_status(&copied, "team-a", 200, Duration::from_secs(30)).await;
+
+    // Delegation from the grant keeps the Pod's attestation in the chain.
+    scenario::register_agent(&admin, "agents", "helper").await;
+    let child = scenario::request_as(
+        &copied,
+        &scenario::grant_user(&granted),
+        "delegated",
+        json!({
+        "forAgent": "helper", "role": {"kind": "ClusterRole", "name": "view"}, "namespaces": ["team-a"],
+        "duration": "5m", "purpose": "read the rollout's pods"}),
+    )
+    .await
+    .expect("delegate");
+    let child = settled(&admin, &child.name_any(), Duration::from_secs(60)).await;
+    let chain = child.status.as_ref().unwrap().delegation_chain.clone();
+    assert_eq!(child.status.as_ref().unwrap().phase, Phase::Granted, "{:?}", child.status);
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[0].workload.as_ref(), Some(&attested), "the delegator's attestation");
+
+    // Memory: the watches hold the agent's Pods only.
+    let watches = node::pod_metric(cluster, &leader, "kube_jit_workload_pod_watches");
+    let watched = node::pod_metric(cluster, &leader, "kube_jit_workload_watched_pods");
+    let all = admin_pods(&admin).await;
+    let rss_after = node::rss_kib(node::container_pid(&leader));
+    eprintln!(
+        "measure: {watches:?} Pod watch(es) holding {watched:?} Pods of {all} in the cluster; leader RSS {rss_before} KiB → {rss_after} KiB"
+    );
+    assert_eq!(watches, Some(1.0));
+    assert!(watched.unwrap_or(0.0) < all as f64);
+
+    // The Pod goes: the grant ends with it, and the copied tokens stop working.
+    let start = Instant::now();
+    pods.delete("planner-a", &DeleteParams::default()).await.unwrap();
+    let forbidden = until_status(&copied, 403, Duration::from_secs(30)).await.expect("403 after the Pod's deletion");
+    let ended =
+        scenario::wait_phase(&admin, "agents", &granted.name_any(), Phase::Revoked, Duration::from_secs(30)).await;
+    let (reason, message) = reason_of(&ended, "Revoked");
+    assert_eq!(reason, "WorkloadGone", "{message}");
+    let unauthorized = until_status(&copied, 401, Duration::from_secs(60)).await.expect("401: the token dies");
+    let pod_token_dead =
+        until_status(&pod_client, 401, Duration::from_secs(60)).await.expect("the Pod's own token dies");
+    scenario::wait_phase(&admin, "agents", "delegated", Phase::Revoked, Duration::from_secs(30)).await;
+    let to_403 = forbidden.duration_since(start);
+    eprintln!(
+        "measure: Pod deleted → copied grant token 403 {to_403:?}, 401 {:?}; the Pod's own token 401 {:?}",
+        unauthorized.duration_since(start),
+        pod_token_dead.duration_since(start)
+    );
+    assert!(to_403 <= Duration::from_secs(3), "the grant outlived its Pod by {to_403:?}");
+
+    // The agent's own ServiceAccount as the grant: relabelling the Pod ends it.
+    let own = [
+        "--namespace",
+        "agents",
+        "--target-namespace",
+        "team-a",
+        "--purpose",
+        "debug the rollout",
+        "--for-agent",
+        "planner",
+        "--duration",
+        "10m",
+        "--hold",
+        "--delivery",
+        "requester-service-account",
+    ];
+    let d = node::start_pod(
+        &admin,
+        "planner-d",
+        "planner",
+        json!({"app": "planner"}),
+        node::AGENT_IMAGE,
+        &own,
+        Duration::from_secs(60),
+    )
+    .await;
+    let held = request_from_pod(&admin, &d, Duration::from_secs(60)).await;
+    let held = settled(&admin, &held.name_any(), Duration::from_secs(60)).await;
+    assert_eq!(held.status.as_ref().unwrap().phase, Phase::Granted, "{:?}", held.status);
+    assert!(held.status.as_ref().unwrap().workload.is_some());
+    let own_token = cluster.client_with_token(&node::projected_token(cluster, &d));
+    scenario::wait_pods_status(&own_token, "team-a", 200, Duration::from_secs(30)).await;
+    let start = Instant::now();
+    pods.patch(
+        "planner-d",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
+    )
+    .await
+    .unwrap();
+    let forbidden = until_status(&own_token, 403, Duration::from_secs(30)).await.expect("403 after relabelling");
+    let ended = scenario::wait_phase(&admin, "agents", &held.name_any(), Phase::Revoked, Duration::from_secs(30)).await;
+    let (reason, message) = reason_of(&ended, "Revoked");
+    assert_eq!(reason, "WorkloadChanged", "{message}");
+    let to_403 = forbidden.duration_since(start);
+    eprintln!("measure: RequesterServiceAccount grant: Pod relabelled → 403 {to_403:?} ({message})");
+    assert!(to_403 <= Duration::from_secs(3), "the grant outlived its match by {to_403:?}");
+
+    node::uninstall(cluster);
+    node::reset(cluster);
+}
+
+/// Every Pod in the cluster.
+async fn admin_pods(admin: &Client) -> usize {
+    Api::<Pod>::all(admin.clone()).list(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0)
 }

@@ -39,6 +39,11 @@ pub async fn run(args: &ExplainArgs, full: bool) -> Result<i32, CliError> {
         out.push_str(&format!("Approvals: {}/{} ({})", t.approved_by.len(), t.required, t.approved_by.join(", ")));
         out.push_str(&t.denied_by.as_ref().map(|d| format!("; denied by {d}\n")).unwrap_or_else(|| "\n".into()));
     }
+    if let Some(w) = &status.workload {
+        out.push_str(&workload(w));
+    } else if let Some(pod) = &r.spec.requester.pod {
+        out.push_str(&format!("Asked from Pod {} (uid {}); not bound to it\n", pod.name, pod.uid));
+    }
     if full {
         if status.delegation_chain.len() > 1 {
             out.push_str("Delegation chain (root first):\n");
@@ -47,6 +52,12 @@ pub async fn run(args: &ExplainArgs, full: bool) -> Result<i32, CliError> {
                     "  {} → {}: {} [{}] \"{}\"\n",
                     h.delegator, h.delegatee, h.scope, h.grant_id, h.purpose
                 ));
+                if let Some(w) = &h.workload {
+                    out.push_str(&format!(
+                        "    asked from Pod {}/{} (uid {}) on {}\n",
+                        w.namespace, w.pod, w.pod_uid, w.node
+                    ));
+                }
             }
         }
         if let Some(g) = &status.grant {
@@ -58,6 +69,12 @@ pub async fn run(args: &ExplainArgs, full: bool) -> Result<i32, CliError> {
             }
             for o in &g.objects {
                 out.push_str(&format!("  {} {}/{}\n", o.kind, o.namespace, o.name));
+            }
+            if let Some(o) = &g.token_bound_to {
+                out.push_str(&format!(
+                    "  tokens must be bound to {} {}/{} (boundObjectRef), deleted when the Pod ends\n",
+                    o.kind, o.namespace, o.name
+                ));
             }
         }
         if !status.extensions.is_empty() {
@@ -89,4 +106,19 @@ pub async fn run(args: &ExplainArgs, full: bool) -> Result<i32, CliError> {
     }
     print!("{out}");
     Ok(super::exit::OK)
+}
+
+/// The attestation of a workload-bound grant, in lines.
+fn workload(w: &crate::api::access_request::WorkloadAttestation) -> String {
+    let mut out = format!(
+        "Workload: Pod {}/{} (uid {}) on node {}, ServiceAccount {}\n  SPIFFE ID: {}\n",
+        w.namespace, w.pod, w.pod_uid, w.node, w.service_account, w.spiffe_id
+    );
+    for i in &w.images {
+        out.push_str(&format!("  container {}: {} @ {}\n", i.container, i.image, i.digest));
+    }
+    if let Some(t) = &w.attested_at {
+        out.push_str(&format!("  attested at {}\n", t.0));
+    }
+    out
 }

@@ -8,6 +8,12 @@ use kube::{Client, Config};
 use super::CliError;
 use crate::names;
 
+/// `userInfo.extra` keys of a pod-bound ServiceAccount token.
+/// Source: <https://kubernetes.io/docs/reference/access-authn-authz/service-accounts-admin/#bound-service-account-tokens>
+const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
+const POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+const NODE_NAME: &str = "authentication.kubernetes.io/node-name";
+
 /// A connected session.
 pub struct Session {
     pub client: Client,
@@ -15,6 +21,9 @@ pub struct Session {
     /// Username as the API server authenticated it.
     pub user: String,
     pub groups: Vec<String>,
+    /// The Pod of a pod-bound token (`authentication.kubernetes.io/pod-name`,
+    /// `pod-uid`, `node-name` in the review's `extra`): name, uid, node.
+    pub pod: Option<(String, String, Option<String>)>,
 }
 
 impl Session {
@@ -28,7 +37,19 @@ impl Session {
             .await
             .map_err(|e| CliError::cluster(format!("asking the API server who you are (SelfSubjectReview): {e}")))?;
         let info = review.status.and_then(|s| s.user_info).unwrap_or_default();
-        Ok(Session { client, config, user: info.username.unwrap_or_default(), groups: info.groups.unwrap_or_default() })
+        let extra = info.extra.unwrap_or_default();
+        let first = |key: &str| extra.get(key).and_then(|v| v.first()).cloned();
+        let pod = match (first(POD_NAME), first(POD_UID)) {
+            (Some(name), Some(uid)) => Some((name, uid, first(NODE_NAME))),
+            _ => None,
+        };
+        Ok(Session {
+            client,
+            config,
+            user: info.username.unwrap_or_default(),
+            groups: info.groups.unwrap_or_default(),
+            pod,
+        })
     }
 
     /// Where requests are made and read: `--in` if given; else the requester's

@@ -16,10 +16,27 @@ pub async fn run(_args: &WhoamiArgs) -> Result<i32, CliError> {
     let session = Session::connect().await?;
     println!("User:    {}", session.user);
     println!("Groups:  {}", session.groups.join(", "));
+    if let Some((ns, _)) = names::parse_service_account_username(&session.user) {
+        match &session.pod {
+            Some((name, uid, node)) => {
+                let node = node.as_deref().map(|n| format!(", node {n}")).unwrap_or_default();
+                println!("Pod:     {ns}/{name} (uid {uid}{node}): this token is bound to that Pod");
+            }
+            None => {
+                println!("Pod:     none (this token is not bound to a Pod: agents that require a workload deny it)")
+            }
+        }
+    }
     if let Some((ns, sa)) = names::parse_service_account_username(&session.user) {
         let agents = Api::<AgentIdentity>::namespaced(session.client.clone(), ns).list(&ListParams::default()).await;
         match agents.map(|l| l.items.into_iter().find(|a| a.spec.service_account_name == sa)) {
-            Ok(Some(a)) => println!("Agent:   AgentIdentity {ns}/{} (owner {})", a.name_any(), a.spec.owner),
+            Ok(Some(a)) => {
+                println!("Agent:   AgentIdentity {ns}/{} (owner {})", a.name_any(), a.spec.owner);
+                if let Some(w) = &a.spec.workload {
+                    let pinned = if w.required { "required" } else { "checked when asked from a Pod" };
+                    println!("         workload {pinned}: images {}", w.images.join(", "));
+                }
+            }
             Ok(None) => println!("Agent:   none registers this ServiceAccount"),
             Err(_) => println!("Agent:   (not allowed to read AgentIdentities)"),
         }
@@ -45,6 +62,12 @@ pub async fn run(_args: &WhoamiArgs) -> Result<i32, CliError> {
             for r in live {
                 let row = super::get::row(r, true);
                 println!("  {}/{} {} in {} (expires in {})", row[0], row[1], row[4], row[5], row[6]);
+                if let Some(w) = r.status.as_ref().and_then(|s| s.workload.as_ref()) {
+                    println!(
+                        "    bound to Pod {}/{} (uid {}) on {}; {}",
+                        w.namespace, w.pod, w.pod_uid, w.node, w.spiffe_id
+                    );
+                }
             }
         }
         Err(e) => println!("Grants:  (could not list AccessRequests: {e})"),

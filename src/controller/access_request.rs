@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 
 use super::context::{Behind, Context};
 use super::transitions::{self, Approval, end, write_status};
-use super::{delegation, extension};
+use super::{attestation, delegation, extension};
 use crate::admission::Claims;
 use crate::api::access_approval::AccessApproval;
 use crate::api::access_policy::{Approval as PolicyApproval, ApprovalMode};
@@ -198,6 +198,11 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
     if let Some(parent) = delegation::parent_of(ctx, request) {
         return delegation::decide(request, ctx, status, &parent).await;
     }
+    // The Pod it was made from, where an agent pins its workload: read now.
+    let workload = match attestation::attest(ctx, request).await? {
+        Ok(workload) => workload,
+        Err(refused) => return transitions::deny(request, ctx, status, refused.reason, refused.message).await,
+    };
     // One decision at a time, so per-subject limits count every grant made.
     let decision = ctx.decisions.lock().await;
     let agent = ctx.agent_of(request);
@@ -234,6 +239,7 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
         reason: reasons::POLICY_ALLOWS,
         message: format!("allowed by policy {} without approval", allowed.policy),
         chain_above: Vec::new(),
+        workload,
     };
     if allowed.approvals_required > 0 {
         let policy = policies.iter().find(|p| p.name_any() == allowed.policy).expect("allowed policy is cached");
@@ -300,6 +306,11 @@ async fn live(
         return end(request, ctx, Phase::Revoked, reasons::AGENT_SUSPENDED, why).await;
     }
 
+    if let Some(attested) = &status.workload
+        && let Err(refused) = attestation::still_bound(ctx, request, attested).await?
+    {
+        return end(request, ctx, Phase::Revoked, refused.reason, refused.message).await;
+    }
     if let Some(why) = policy::role_content::widened(&grant.roles, |kind, ns, name| ctx.role_rules(kind, ns, name)) {
         return end(request, ctx, Phase::Revoked, reasons::POLICY_WITHDRAWN, why).await;
     }

@@ -180,6 +180,8 @@ pub struct Context {
     unaudited: HeldLines,
     /// Metadata caches of the objects kube-jit made (while the controllers run).
     pub managed: Option<super::managed::ManagedObjects>,
+    /// The Pod watches of workload-bound requests (while the controllers run).
+    pub workloads: Option<std::sync::Arc<super::workloads::Workloads>>,
 }
 
 /// A status write by this process.
@@ -223,6 +225,7 @@ impl Context {
             conflicts: std::sync::Mutex::new(BTreeMap::new()),
             unaudited: HeldLines::default(),
             managed: None,
+            workloads: None,
         }
     }
 
@@ -235,6 +238,11 @@ impl Context {
     /// The same context, checking grant objects against `managed`.
     pub fn with_managed(mut self, managed: super::managed::ManagedObjects) -> Context {
         self.managed = Some(managed);
+        self
+    }
+
+    pub fn with_workloads(mut self, workloads: std::sync::Arc<super::workloads::Workloads>) -> Context {
+        self.workloads = Some(workloads);
         self
     }
 

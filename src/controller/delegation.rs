@@ -46,6 +46,12 @@ pub async fn decide(
     if let Some(why) = crate::policy::evaluate::reserved_namespace(&request.spec, &ctx.reserved_namespaces) {
         return transitions::deny(request, ctx, status, reasons::DELEGATION_DENIED, why).await;
     }
+    // An agent pinned to its workload acts only from its Pods: a grant
+    // identity (no Pod) cannot delegate to one that requires it.
+    let workload = match super::attestation::attest(ctx, request).await? {
+        Ok(workload) => workload,
+        Err(refused) => return transitions::deny(request, ctx, status, refused.reason, refused.message).await,
+    };
     let now = Timestamp::now();
     let parent_expiry = parent.status.as_ref().and_then(|s| s.grant.as_ref()).and_then(|g| g.expires_at.as_ref());
     let duration = match &request.spec.duration {
@@ -83,6 +89,7 @@ pub async fn decide(
                 duration,
                 reason: reasons::DELEGATED,
                 chain_above,
+                workload,
             };
             transitions::approve(request, ctx, status, approval).await
         }

@@ -4,6 +4,7 @@
 pub mod access_request;
 pub mod agent_identity;
 pub mod api_client;
+pub mod attestation;
 pub mod backoff;
 pub mod context;
 pub mod delegation;
@@ -14,6 +15,7 @@ pub mod objects;
 pub mod sweep;
 pub mod transitions;
 pub mod uninstall;
+pub mod workloads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -476,7 +478,9 @@ async fn act(
             }
         }
     }
-    let ctx = Arc::new(ctx.with_managed(managed_objects).with_held_lines(held));
+    let (workloads, mut touched_rx) = workloads::Workloads::new(client.clone());
+    let workloads = Arc::new(workloads);
+    let ctx = Arc::new(ctx.with_managed(managed_objects).with_held_lines(held).with_workloads(workloads.clone()));
     crate::metrics::global().set_leader(Some(controller.store()));
     if let Err(why) = ctx.admission_ready() {
         tracing::error!(why, "admission policies missing: no grant will be made until they are installed");
@@ -624,6 +628,38 @@ async fn act(
         })
     };
     let rbac = caches.subscribe(|c| matches!(c, Change::Rbac).then_some(()), Some(()));
+    // A watched Pod changed: re-check the requests that name it.
+    let workload_triggers = {
+        let requests = controller.store();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(touched) = touched_rx.recv().await {
+                for request in attestation::touched_requests(&requests, &touched) {
+                    if tx.send(request).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        tokio_stream_of(rx)
+    };
+    // Watch the Pods of what is pending or live, and no others.
+    let workload_watches = {
+        let requests = controller.store();
+        let workloads = workloads.clone();
+        async move {
+            let _ = requests.wait_until_ready().await;
+            let mut tick = tokio::time::interval(WORKLOAD_WATCH_REVIEW);
+            loop {
+                tick.tick().await;
+                let needed = attestation::needed(&requests.state());
+                for (ns, sa) in &needed {
+                    workloads.watched(ns, sa);
+                }
+                workloads.retain(&needed);
+            }
+        }
+    };
     let agents_controller = Controller::new(Api::<AgentIdentity>::all(client.clone()), watcher::Config::default());
     let agents_stop = stop_once_ready(stop.clone(), agents_controller.store());
     let requests_stop = stop_once_ready(stop.clone(), controller.store());
@@ -641,6 +677,7 @@ async fn act(
         .reconcile_on(approval_triggers)
         .reconcile_on(namespace_triggers)
         .reconcile_on(role_triggers)
+        .reconcile_on(workload_triggers)
         .reconcile_all_on(everything)
         .trigger_backoff(backoff::watches())
         .graceful_shutdown_on(requests_stop)
@@ -658,12 +695,23 @@ async fn act(
         _ = sweeper => {}
         _ = expiries => {}
         _ = vanished => {}
+        _ = workload_watches => {}
         _ = past_grace(stop) => {
             // As after a crash: the next leader finishes what these started.
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace: stopping them");
         }
     }
     Ok(())
+}
+
+/// How often the Pod watches are matched to the requests that need them
+/// (starting missing ones, stopping unneeded ones). A new grant starts its
+/// watch itself; this only catches up after restarts and stops old watches.
+const WORKLOAD_WATCH_REVIEW: Duration = Duration::from_secs(10);
+
+/// A stream of what `rx` receives.
+fn tokio_stream_of<T: Send + 'static>(rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> BoxStream<'static, T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) }).boxed()
 }
 
 /// How long reconciles in flight may take to finish once shutdown begins:

@@ -11,7 +11,9 @@ use serde_json::json;
 
 use super::context::{AuditLine, Context};
 use super::objects;
-use crate::api::access_request::{AccessRequest, AccessRequestStatus, DelegationHop, GrantStatus, Phase};
+use crate::api::access_request::{
+    AccessRequest, AccessRequestStatus, DelegationHop, GrantStatus, Phase, WorkloadAttestation,
+};
 use crate::audit::{self, AuditEvent, Details};
 use crate::conditions::{self, reasons, types};
 use crate::error::Result;
@@ -27,6 +29,8 @@ pub struct Approval {
     pub message: String,
     /// The chain above this request (empty when nobody delegated it).
     pub chain_above: Vec<DelegationHop>,
+    /// The Pod the request was made from, verified: the grant is bound to it.
+    pub workload: Option<WorkloadAttestation>,
 }
 
 /// Records the approval — grant id, expiry, objects, chain — *before* making
@@ -56,8 +60,10 @@ pub async fn approve(
         purpose: crate::audit::plain_text(request.spec.purpose.as_deref().unwrap_or_default()),
         delegated_at: Some(Time(now)),
         grant_id: id,
+        workload: approval.workload.clone(),
     });
-    let plan = plan_for(ctx, request, &approval.policy, &chain, expires_at, &ctx.grants_namespace)?;
+    let pod_uid = approval.workload.as_ref().map(|w| w.pod_uid.as_str());
+    let plan = plan_for(ctx, request, &approval.policy, &chain, expires_at, &ctx.grants_namespace, pod_uid)?;
     // The rules of the roles it binds, as decided: every one must exist now,
     // or a role made later (any rules) would be bound unrecorded.
     let (roles, missing) = objects::granted_roles(&ctx.client, &request.spec).await?;
@@ -78,6 +84,12 @@ pub async fn approve(
     status.phase = Phase::Approved;
     status.policy = Some(approval.policy.clone());
     status.delegation_chain = chain;
+    status.workload = approval.workload.clone();
+    let token_bound_to = plan.token_bound_to.as_ref().map(|name| crate::api::ObjectRef {
+        kind: "Secret".into(),
+        namespace: plan.holder.namespace.clone(),
+        name: name.clone(),
+    });
     status.grant = Some(GrantStatus {
         id: plan.grant_id.clone(),
         expires_at: Some(Time(expires_at)),
@@ -85,6 +97,7 @@ pub async fn approve(
         username: Some(names::service_account_username(&plan.holder.namespace, &plan.holder.name)),
         objects: plan.objects.iter().map(|o| o.object_ref()).collect(),
         roles,
+        token_bound_to,
         ..GrantStatus::default()
     });
     let written = write_status(ctx, request, &status).await?;
@@ -109,6 +122,7 @@ fn plan_for(
     chain: &[DelegationHop],
     expires_at: Timestamp,
     grants_namespace: &str,
+    workload_pod_uid: Option<&str>,
 ) -> Result<Plan> {
     let ns = request.namespace().unwrap_or_default();
     let policy = ctx.stores.policies.state().into_iter().find(|p| p.name_any() == policy);
@@ -118,6 +132,7 @@ fn plan_for(
         may_delegate: policy.is_some_and(|p| p.spec.delegation.allowed),
         chain_json: Some(serde_json::to_string(chain)?),
         token_audiences: ctx.token_audiences.clone(),
+        workload_pod_uid: workload_pod_uid.map(str::to_string),
     };
     Ok(grant::plan::plan_with(request, &expires_at.to_string(), &holders)?)
 }
@@ -135,7 +150,8 @@ pub fn replan(ctx: &Context, request: &AccessRequest, expires_at: Timestamp) -> 
     }
     .unwrap_or_else(|| ctx.grants_namespace.clone());
     let (policy, chain) = (status.policy.as_deref().unwrap_or(""), &status.delegation_chain);
-    plan_for(ctx, request, policy, chain, expires_at, &grants_namespace)
+    let pod_uid = status.workload.as_ref().map(|w| w.pod_uid.as_str());
+    plan_for(ctx, request, policy, chain, expires_at, &grants_namespace, pod_uid)
 }
 
 /// How long making a grant may keep failing (from its approval) before the

@@ -270,3 +270,89 @@ pub fn container_pid(pod: &Pod) -> u32 {
     }
     panic!("no process of container {id}");
 }
+
+/// The sandbox image every node Pod already has (`hack/image.sh build-pause`):
+/// a container that runs until stopped, at a digest no agent runs.
+pub const PAUSE_IMAGE: &str = "docker.io/library/kube-jit-pause:local";
+
+/// Creates a Pod `name` in `agents` running as `service_account`, labelled
+/// `labels`, with one container of `image` and `args`; waits (up to `limit`)
+/// until it is Running and returns it.
+pub async fn start_pod(
+    admin: &Client,
+    name: &str,
+    service_account: &str,
+    labels: serde_json::Value,
+    image: &str,
+    args: &[&str],
+    limit: Duration,
+) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "agents");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "serviceAccountName": service_account,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{
+                "name": "agent",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "args": args,
+                "securityContext": {
+                    "runAsNonRoot": true, "runAsUser": 65532, "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                }
+            }]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.expect("create the pod");
+    let running = super::eventually_value(limit, || async {
+        let pod = pods.get(name).await.ok()?;
+        let phase = pod.status.as_ref()?.phase.clone()?;
+        (phase == "Running").then_some(pod)
+    })
+    .await;
+    running.unwrap_or_else(|| panic!("pod {name} is not Running after {limit:?}"))
+}
+
+/// The ServiceAccount token the kubelet projected into `pod` (bound to the
+/// Pod), read from the node's disk as anyone who copied it out of the Pod would have it.
+pub fn projected_token(cluster: &Cluster, pod: &Pod) -> String {
+    let uid = pod.metadata.uid.as_deref().expect("pod uid");
+    let dir = cluster.dir.join("node/kubelet/pods").join(uid).join("volumes/kubernetes.io~projected");
+    for volume in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
+        if let Ok(token) = std::fs::read_to_string(volume.path().join("token")) {
+            return token.trim().to_string();
+        }
+    }
+    panic!("no projected token under {}", dir.display());
+}
+
+/// The `sha256:…` digest the runtime reported for the first container of `pod`.
+pub fn image_digest(pod: &Pod) -> String {
+    let id = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .map(|c| c.image_id.clone())
+        .expect("a container status");
+    kube_jit::policy::workload::digest_of(&id).unwrap_or_else(|| panic!("no digest in imageID {id:?}")).to_string()
+}
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A metric of an operator Pod, from its /metrics.
+pub fn pod_metric(cluster: &Cluster, pod: &Pod, name: &str) -> Option<f64> {
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone())?;
+    let out = in_node_netns(cluster, "curl", &["-s", "--max-time", "5", &format!("http://{ip}:8080/metrics")]);
+    super::operator::metric(&String::from_utf8_lossy(&out.stdout), name)
+}

@@ -1,0 +1,114 @@
+//! Workload binding on the cluster side: gathers the Pod a request was made
+//! from (and its Node), asks [`policy::workload`](crate::policy::workload)
+//! for the verdict, and maps Pod changes to the requests that name the Pod.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::context::Context;
+use super::workloads::{self, Touched};
+use crate::api::access_request::{AccessRequest, WorkloadAttestation};
+use crate::error::Result;
+use crate::names;
+use crate::policy::workload::{self, Pinned, Refusal};
+
+/// The agents whose `spec.workload` pins `request` (see [`workload::pinned`]).
+fn pins<'a>(
+    ctx: &Context,
+    request: &AccessRequest,
+    agents: &'a [std::sync::Arc<crate::api::AgentIdentity>],
+) -> Vec<Pinned<'a>> {
+    workload::pinned(&request.namespace().unwrap_or_default(), &request.spec, agents, &ctx.trust_domain)
+}
+
+/// Attests the Pod `request` was made from against the agents that pin it:
+/// reads the Pod (and its Node, where a node selector asks) from the API
+/// server now, and starts watching the agent's Pods so the grant can end
+/// with the Pod. `Ok(Ok(None))`: nothing binds the request to a workload.
+pub async fn attest(ctx: &Context, request: &AccessRequest) -> Result<Result<Option<WorkloadAttestation>, Refusal>> {
+    let agents = ctx.stores.agents.state();
+    let pins = pins(ctx, request, &agents);
+    let Some(first) = pins.first() else { return Ok(Ok(None)) };
+    let claim = request.spec.requester.pod.as_ref();
+    // The Pod behind a pod-bound token is in its ServiceAccount's namespace.
+    let pod_namespace = names::parse_service_account_username(&request.spec.requester.user).map(|(ns, _)| ns);
+    let pod = match (claim, pod_namespace) {
+        (Some(claim), Some(ns)) => workloads::pod(&ctx.client, ns, &claim.name).await?,
+        _ => None,
+    };
+    let node = pod.as_ref().and_then(|p| p.spec.as_ref()).and_then(|s| s.node_name.clone());
+    let node_labels = match node {
+        Some(node) if pins.iter().any(|p| p.workload.node_selector.is_some()) => {
+            workloads::node_labels(&ctx.client, &node).await?
+        }
+        _ => None,
+    };
+    let verdict = workload::attest(&pins, claim, pod.as_ref(), node_labels.as_ref(), Timestamp::now());
+    if let (Ok(Some(_)), Some(watches)) = (&verdict, &ctx.workloads) {
+        watches.watched(first.namespace, first.service_account);
+    }
+    Ok(verdict)
+}
+
+/// Whether the Pod a live grant is bound to is still there and still
+/// matches: read from its watch, or from the API server while the watch syncs.
+pub async fn still_bound(
+    ctx: &Context,
+    request: &AccessRequest,
+    attested: &WorkloadAttestation,
+) -> Result<Result<(), Refusal>> {
+    let agents = ctx.stores.agents.state();
+    let pins = pins(ctx, request, &agents);
+    let store = ctx.workloads.as_ref().and_then(|w| w.watched(&attested.namespace, &attested.service_account));
+    let pod = match store {
+        Some(store) => workloads::cached(&store, &attested.namespace, &attested.pod),
+        None => workloads::pod(&ctx.client, &attested.namespace, &attested.pod).await?,
+    };
+    Ok(workload::recheck(attested, &pins, pod.as_ref()))
+}
+
+/// The (namespace, ServiceAccount) pairs whose Pods must be watched: those of
+/// every live workload-bound grant, and of every pending request made from a
+/// Pod. `requests` are the cached requests.
+pub fn needed(requests: &[std::sync::Arc<AccessRequest>]) -> BTreeSet<(String, String)> {
+    requests
+        .iter()
+        .filter(|r| !r.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+        .filter_map(|r| match r.status.as_ref().and_then(|s| s.workload.as_ref()) {
+            Some(w) => Some((w.namespace.clone(), w.service_account.clone())),
+            None if r.spec.requester.pod.is_some() => names::parse_service_account_username(&r.spec.requester.user)
+                .map(|(ns, sa)| (ns.to_string(), sa.to_string())),
+            None => None,
+        })
+        .collect()
+}
+
+/// The open requests a Pod change concerns: live grants bound to that Pod
+/// (or to any Pod of that ServiceAccount, after a relist), and pending
+/// requests made from it.
+pub fn touched_requests(requests: &Store<AccessRequest>, touched: &Touched) -> Vec<ObjectRef<AccessRequest>> {
+    let requester = names::service_account_username(&touched.namespace, &touched.service_account);
+    requests
+        .state()
+        .iter()
+        .filter(|r| !r.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+        .filter(|r| {
+            let names_pod = |pod: &str| touched.pod.as_deref().is_none_or(|p| p == pod);
+            match r.status.as_ref().and_then(|s| s.workload.as_ref()) {
+                Some(w) => {
+                    w.namespace == touched.namespace
+                        && w.service_account == touched.service_account
+                        && names_pod(&w.pod)
+                }
+                None => {
+                    r.spec.requester.user == requester
+                        && r.spec.requester.pod.as_ref().is_some_and(|p| names_pod(&p.name))
+                }
+            }
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
