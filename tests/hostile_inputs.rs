@@ -604,6 +604,13 @@ fn rows() -> Vec<Row> {
             json!({}),
             forbidden(SPOOFED_USER),
         ),
+        // Only admission writes the Pod a request was made from (from a pod-bound token).
+        ask_with_requester(
+            "requester-claims-a-pod",
+            Requester::Derived(|u| json!({"user": u, "pod": {"name": "planner-0", "uid": "0000-forged"}})),
+            json!({}),
+            forbidden("spec.requester.pod must be the Pod of the creating identity's pod-bound token"),
+        ),
         ask_with_requester(
             "requester-other-agent",
             Requester::Derived(|_| json!({"user": "system:serviceaccount:agents:waiter"})),
@@ -682,6 +689,15 @@ fn rows() -> Vec<Row> {
             json!({"forAgent": "ai-other"}),
             invalid(
                 "requests for AgentIdentity ai-other must come from its ServiceAccount system:serviceaccount:agents:someone-else",
+            ),
+        ),
+        ask(
+            "for-agent-pinned-without-a-pod",
+            json!({"forAgent": "ai-pinned"}),
+            Expect::Denied(
+                "WorkloadNotAttested",
+                "AgentIdentity agents/ai-pinned requires spec.workload: the request must be made from one of its Pods"
+                    .into(),
             ),
         ),
         ask(
@@ -985,6 +1001,11 @@ async fn agent_identities(admin: &Client) {
         ("ai-suspended", json!({"serviceAccountName": "hostile", "suspended": true})),
         ("ai-other", json!({"serviceAccountName": "someone-else"})),
         ("ai-expired", json!({"serviceAccountName": "hostile", "expiresAt": "2020-01-01T00:00:00Z"})),
+        (
+            "ai-pinned",
+            json!({"serviceAccountName": "pinned-agent",
+                   "workload": {"required": true, "images": [format!("sha256:{}", "0".repeat(64))]}}),
+        ),
     ] {
         let mut spec = json!({"owner": "security-team"});
         for (k, v) in extra.as_object().unwrap() {

@@ -46,7 +46,13 @@ pub async fn attest(ctx: &Context, request: &AccessRequest) -> Result<Result<Opt
         }
         _ => None,
     };
-    let verdict = workload::attest(&pins, claim, pod.as_ref(), node_labels.as_ref(), Timestamp::now());
+    let verdict =
+        workload::attest(&pins, claim, pod.as_ref(), node_labels.as_ref(), Timestamp::now()).and_then(|attested| {
+            match attested {
+                Some(a) => workload::delivery_allowed(&request.spec).map(|()| Some(a)),
+                None => Ok(None),
+            }
+        });
     if let (Ok(Some(_)), Some(watches)) = (&verdict, &ctx.workloads) {
         watches.watched(first.namespace, first.service_account);
     }
@@ -72,15 +78,25 @@ pub async fn still_bound(
 
 /// The (namespace, ServiceAccount) pairs whose Pods must be watched: those of
 /// every live workload-bound grant, and of every pending request made from a
-/// Pod. `requests` are the cached requests.
-pub fn needed(requests: &[std::sync::Arc<AccessRequest>]) -> BTreeSet<(String, String)> {
+/// Pod for a pinned agent. `requests` and `agents` are the cached ones.
+pub fn needed(
+    requests: &[std::sync::Arc<AccessRequest>],
+    agents: &[std::sync::Arc<crate::api::AgentIdentity>],
+) -> BTreeSet<(String, String)> {
     requests
         .iter()
         .filter(|r| !r.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
         .filter_map(|r| match r.status.as_ref().and_then(|s| s.workload.as_ref()) {
             Some(w) => Some((w.namespace.clone(), w.service_account.clone())),
-            None if r.spec.requester.pod.is_some() => names::parse_service_account_username(&r.spec.requester.user)
-                .map(|(ns, sa)| (ns.to_string(), sa.to_string())),
+            None if r.spec.requester.pod.is_some() => {
+                let ns = r.namespace().unwrap_or_default();
+                // The trust domain does not change which agents pin it.
+                if workload::pinned(&ns, &r.spec, agents, "").is_empty() {
+                    return None;
+                }
+                names::parse_service_account_username(&r.spec.requester.user)
+                    .map(|(ns, sa)| (ns.to_string(), sa.to_string()))
+            }
             None => None,
         })
         .collect()
@@ -111,4 +127,61 @@ pub fn touched_requests(requests: &Store<AccessRequest>, touched: &Touched) -> V
         })
         .map(|r| ObjectRef::from_obj(r.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn request(name: &str, for_agent: &str, pod: bool, status: serde_json::Value) -> Arc<AccessRequest> {
+        let mut requester = json!({"user": "system:serviceaccount:agents:planner"});
+        if pod {
+            requester["pod"] = json!({"name": "planner-0", "uid": "u1"});
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessRequest",
+                "metadata": {"name": name, "namespace": "agents"},
+                "spec": {"requester": requester, "forAgent": for_agent,
+                         "role": {"kind": "ClusterRole", "name": "view"}, "namespaces": ["team-a"]},
+                "status": status
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn agent(name: &str, sa: &str, pinned: bool) -> Arc<crate::api::AgentIdentity> {
+        let mut spec = json!({"owner": "o", "serviceAccountName": sa});
+        if pinned {
+            spec["workload"] = json!({"images": [format!("sha256:{}", "0".repeat(64))]});
+        }
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "kubejit.io/v1alpha1", "kind": "AgentIdentity",
+                "metadata": {"name": name, "namespace": "agents"}, "spec": spec}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn only_pinned_pending_requests_and_bound_grants_need_a_watch() {
+        let bound = json!({"phase": "Granted", "workload": {"namespace": "agents", "pod": "planner-0",
+            "podUid": "u1", "serviceAccount": "planner", "node": "n", "spiffeId": "s"}});
+        let key = ("agents".to_string(), "planner".to_string());
+        let cases = [
+            ("pending, made from a Pod, pinned agent", request("a", "pinned", true, json!({})), true),
+            ("pending, made from a Pod, unpinned agent", request("b", "free", true, json!({})), false),
+            ("pending, not made from a Pod", request("c", "pinned", false, json!({})), false),
+            ("a grant bound to its Pod", request("d", "free", true, bound.clone()), true),
+            ("a grant not bound", request("e", "free", true, json!({"phase": "Granted"})), false),
+            ("ended", request("f", "pinned", true, json!({"phase": "Revoked", "workload": bound["workload"]})), false),
+        ];
+        // The pinned agent on another ServiceAccount, so only forAgent pins.
+        let agents = vec![agent("pinned", "other-sa", true), agent("free", "another-sa", false)];
+        for (case, r, watched) in cases {
+            let needed = needed(&[r], &agents);
+            assert_eq!(needed.contains(&key), watched, "{case}: {needed:?}");
+        }
+    }
 }

@@ -647,12 +647,13 @@ async fn act(
     let workload_watches = {
         let requests = controller.store();
         let workloads = workloads.clone();
+        let agents = caches.agents.clone();
         async move {
             let _ = requests.wait_until_ready().await;
             let mut tick = tokio::time::interval(WORKLOAD_WATCH_REVIEW);
             loop {
                 tick.tick().await;
-                let needed = attestation::needed(&requests.state());
+                let needed = attestation::needed(&requests.state(), &agents.state());
                 for (ns, sa) in &needed {
                     workloads.watched(ns, sa);
                 }

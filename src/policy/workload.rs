@@ -50,9 +50,11 @@ pub struct Pinned<'a> {
 }
 
 /// The agents whose workload rules a request in `namespace` must meet, among
-/// `agents`: the AgentIdentity it is for, and every AgentIdentity registered
-/// on the requester's own ServiceAccount (asking for itself does not step
-/// around the pin).
+/// `agents`: every pinned AgentIdentity registered on the ServiceAccount the
+/// request is for (that of the AgentIdentity it names, which mints its
+/// tokens) or made by (asking for itself does not step around the pin). A
+/// pin is on the ServiceAccount: another AgentIdentity registered on it
+/// without a pin does not open a way around it.
 pub fn pinned<'a>(
     namespace: &str,
     spec: &AccessRequestSpec,
@@ -60,15 +62,20 @@ pub fn pinned<'a>(
     trust_domain: &str,
 ) -> Vec<Pinned<'a>> {
     let requester = names::parse_service_account_username(&spec.requester.user);
+    let named = spec.for_agent.as_deref().and_then(|name| {
+        let agent = agents
+            .iter()
+            .find(|a| a.metadata.namespace.as_deref() == Some(namespace) && a.metadata.name.as_deref() == Some(name))?;
+        Some((namespace, agent.spec.service_account_name.as_str()))
+    });
     agents
         .iter()
         .filter_map(|a| {
             let ns = a.metadata.namespace.as_deref()?;
             let name = a.metadata.name.as_deref()?;
             let workload = a.spec.workload.as_ref()?;
-            let named = ns == namespace && spec.for_agent.as_deref() == Some(name);
-            let asks_itself = requester == Some((ns, a.spec.service_account_name.as_str()));
-            (named || asks_itself).then(|| Pinned {
+            let account = Some((ns, a.spec.service_account_name.as_str()));
+            (account == named || account == requester).then(|| Pinned {
                 agent: format!("{ns}/{name}"),
                 namespace: ns,
                 service_account: &a.spec.service_account_name,
@@ -222,8 +229,9 @@ pub fn attest(
                 reasons::WORKLOAD_NOT_ATTESTED,
                 format!(
                     "AgentIdentity {} requires spec.workload: the request must be made from one of its Pods, \
-                     with the Pod's own (pod-bound) ServiceAccount token; this one was not (a person, or a token \
-                     from kubectl create token)",
+                     with the Pod's own (pod-bound) ServiceAccount token; this one was not (made by a person, \
+                     a grant identity or a token not bound to a Pod, or while MutatingAdmissionPolicy \
+                     kube-jit-requester-pod was not installed)",
                     p.agent
                 ),
             )),
@@ -249,6 +257,17 @@ pub fn attest(
         ));
     }
     live(pod).map_err(|why| refuse(reasons::WORKLOAD_NOT_ATTESTED, why))?;
+    // A debug container shares the Pod's token volume: whoever may add one
+    // could read the token, whatever image it runs.
+    if let Some(debug) = pod.spec.as_ref().and_then(|s| s.ephemeral_containers.as_ref()).and_then(|c| c.first()) {
+        return Err(refuse(
+            reasons::WORKLOAD_MISMATCH,
+            format!(
+                "Pod {}/{} has an ephemeral container ({}): a Pod that was debugged does not act as an agent",
+                first.namespace, claim.name, debug.name
+            ),
+        ));
+    }
     let mut images = Vec::new();
     for pin in pins {
         images = matches(pin, pod).map_err(|why| refuse(reasons::WORKLOAD_MISMATCH, why))?;
@@ -282,6 +301,21 @@ pub fn attest(
         spiffe_id: spiffe_id(&first.trust_domain, first.namespace, first.service_account),
         attested_at: Some(Time(now)),
     }))
+}
+
+/// Whether a request bound to a workload may be delivered as it asks: a
+/// token Secret (`delivery.tokenSecret`) is readable with any token of the
+/// agent's ServiceAccount, so it would carry the grant to Pods the pin
+/// excludes. `Err` is an `InvalidRequest`.
+pub fn delivery_allowed(spec: &AccessRequestSpec) -> Result<(), Refusal> {
+    if spec.delivery.token_secret {
+        return Err(refuse(
+            reasons::INVALID_REQUEST,
+            "delivery.tokenSecret cannot be used for an agent pinned to its workload: any token of its \
+             ServiceAccount could read the Secret; mint tokens from the Pod instead",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a live grant bound to `attested` may go on, given the Pod of that
@@ -397,6 +431,34 @@ mod tests {
             a
         })];
         assert!(pinned("agents", &spec(AGENT_SA, Some("planner")), &unpinned, "td").is_empty());
+        // A second, unpinned AgentIdentity on the pinned ServiceAccount: the pin still holds.
+        let mut twin = (*unpinned[0]).clone();
+        twin.metadata.name = Some("twin".into());
+        let agents = vec![agent(workload(true)), std::sync::Arc::new(twin)];
+        let grant_identity = "system:serviceaccount:kube-jit-grants:jit-parent-0123456789ab";
+        assert_eq!(pinned("agents", &spec(grant_identity, Some("twin")), &agents, "td").len(), 1);
+        assert_eq!(pinned("agents", &spec("alice", Some("twin")), &agents, "td").len(), 1);
+    }
+
+    #[test]
+    fn a_debugged_pod_does_not_act_as_the_agent_and_pinned_grants_have_no_token_secret() {
+        let agents = vec![agent(workload(true))];
+        let pins = pinned("agents", &spec(AGENT_SA, Some("planner")), &agents, "td");
+        let mut debugged = pod("u1", "Running", json!({"app": "planner"}), GOOD);
+        debugged.spec.as_mut().unwrap().ephemeral_containers =
+            Some(vec![serde_json::from_value(json!({"name": "debugger", "image": "agent"})).unwrap()]);
+        debugged.status.as_mut().unwrap().ephemeral_container_statuses = Some(vec![
+            serde_json::from_value(json!({"name": "debugger", "image": "agent", "imageID": format!("agent@{GOOD}"),
+                "ready": false, "restartCount": 0}))
+            .unwrap(),
+        ]);
+        let refused = attest(&pins, Some(&claim("u1")), Some(&debugged), None, Timestamp::UNIX_EPOCH).unwrap_err();
+        assert_eq!(refused.reason, reasons::WORKLOAD_MISMATCH);
+        assert!(refused.message.contains("ephemeral container (debugger)"), "{refused:?}");
+        let mut secret = spec(AGENT_SA, Some("planner"));
+        assert!(delivery_allowed(&secret).is_ok());
+        secret.delivery.token_secret = true;
+        assert_eq!(delivery_allowed(&secret).unwrap_err().reason, reasons::INVALID_REQUEST);
     }
 
     #[test]
