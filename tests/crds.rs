@@ -190,11 +190,32 @@ async fn policy_and_identity_rules_reject_bad_objects() {
 }
 
 #[tokio::test]
+async fn a_workload_pin_names_images_by_digest() {
+    let cluster = Cluster::shared();
+    let client = cluster.admin();
+    let ns = TestNamespace::create(&client, cluster, "crd-workload").await;
+    let pinned = |images: serde_json::Value| {
+        json!({"metadata": {"name": "a"}, "spec": {"owner": "team-a", "serviceAccountName": "a",
+            "workload": {"required": true, "images": images}}})
+    };
+    let message = create(&client, Some(&ns.name), "AgentIdentity", pinned(json!(["agent:latest"])))
+        .await
+        .expect("a tag accepted as a digest");
+    assert!(message.contains("spec.workload.images[0]") && message.contains("sha256"), "{message}");
+    let message = create(&client, Some(&ns.name), "AgentIdentity", pinned(json!([]))).await.expect("no image accepted");
+    assert!(message.contains("spec.workload.images"), "{message}");
+    let digest = format!("sha256:{}", "0".repeat(64));
+    assert_eq!(create(&client, Some(&ns.name), "AgentIdentity", pinned(json!([digest]))).await, None);
+}
+
+#[tokio::test]
 async fn every_example_manifest_is_accepted_by_the_api_server() {
     let cluster = Cluster::shared();
     let _ = cluster.kubectl_output(&["create", "namespace", "agents"]);
     // deploy/operator-rbac.yaml is applied for real by every end-to-end test.
-    for file in ["examples/policies", "examples/rbac", "examples/delegation/agents.yaml"] {
+    for file in
+        ["examples/policies", "examples/rbac", "examples/delegation/agents.yaml", "examples/agents/pinned-agent.yaml"]
+    {
         let out = cluster.kubectl_output(&["apply", "--dry-run=server", "-f", file]);
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -122,3 +122,26 @@ fn workload(w: &crate::api::access_request::WorkloadAttestation) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attestation_reads_as_the_pod_its_node_digests_and_spiffe_id() {
+        let w: crate::api::access_request::WorkloadAttestation = serde_json::from_value(serde_json::json!({
+            "namespace": "agents", "pod": "planner-0", "podUid": "u1", "serviceAccount": "planner", "node": "node0",
+            "images": [{"container": "agent", "image": "agent:1", "digest": "sha256:ab"}],
+            "spiffeId": "spiffe://cluster.local/ns/agents/sa/planner", "attestedAt": "2026-01-01T00:00:00Z"}))
+        .unwrap();
+        let text = workload(&w);
+        for needle in [
+            "Pod agents/planner-0 (uid u1) on node node0, ServiceAccount planner",
+            "SPIFFE ID: spiffe://cluster.local/ns/agents/sa/planner",
+            "container agent: agent:1 @ sha256:ab",
+            "attested at 2026-01-01T00:00:00Z",
+        ] {
+            assert!(text.contains(needle), "{needle:?} in {text}");
+        }
+    }
+}

@@ -136,8 +136,14 @@ def list_pods(core, namespace):
 def use_grant(agent_api, agent_cfg, granted, target):
     """Mints a token for the grant identity, lists pods with it; returns the grant's API client."""
     sa = granted["status"]["grant"]["serviceAccount"]
+    spec = {"expirationSeconds": 600}
+    # A grant bound to this Pod (AgentIdentity spec.workload) takes only tokens
+    # bound to its Secret, which the operator deletes when the Pod ends.
+    bound = granted["status"]["grant"].get("tokenBoundTo")
+    if bound:
+        spec["boundObjectRef"] = {"apiVersion": "v1", "kind": bound["kind"], "name": bound["name"]}
     minted = client.CoreV1Api(agent_api).create_namespaced_service_account_token(
-        sa["name"], sa["namespace"], body={"spec": {"expirationSeconds": 600}}
+        sa["name"], sa["namespace"], body={"spec": spec}
     )
     say("minted a token for the grant identity")
     grant_api = client.ApiClient(grant_configuration(agent_cfg, minted.status.token))
