@@ -51,7 +51,9 @@ apiVersion: kubejit.io/v1alpha1
 kind: AccessPolicy
 metadata: {name: planner-reads-payments}
 spec:
-  subjects: {serviceAccounts: [{namespace: agents, name: planner}]}
+  subjects:
+    serviceAccounts: [{namespace: agents, name: planner}]
+    agents: [{namespace: agents, name: planner}]
   grants: {clusterRoles: [view], namespaces: {names: [payments]}}
   duration: {default: 5m, max: 30m}
   purpose: {required: true}
@@ -94,7 +96,66 @@ EOF
   [[ $phase == Succeeded ]] || { echo "${R}the agent pod ended '$phase'${N}" >&2; exit 1; }
 done
 
-say "6. Every request, and what kube-jit made for it (nothing is left)"
+say "6. Pin the agent to its Pods (docs/workload-binding.md): only a Pod labelled app=planner, running this image digest"
+digest=$(kubectl get pod "$pod" -n agents -o jsonpath='{.status.containerStatuses[0].imageID}')
+digest=sha256:${digest##*sha256:}
+kubectl apply -f - <<EOF
+apiVersion: kubejit.io/v1alpha1
+kind: AgentIdentity
+metadata: {name: planner, namespace: agents}
+spec:
+  owner: platform-team
+  serviceAccountName: planner
+  workload: {required: true, podSelector: {matchLabels: {app: planner}}, images: [$digest]}
+EOF
+# The operator has seen it once it answers in status.
+for _ in $(seq 300); do
+  [[ -n $(kubectl get agentidentity planner -n agents -o jsonpath='{.status.spiffeId}') ]] && break
+  sleep 0.1
+done
+pinned=planner-$(date +%H%M%S)
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $pinned, namespace: agents, labels: {app: planner}}
+spec:
+  serviceAccountName: planner
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: agent
+    image: docker.io/library/kube-jit-agent:local
+    imagePullPolicy: Never
+    args: [--namespace, agents, --target-namespace, payments, --duration, 10m, --for-agent, planner, --hold,
+           --purpose, "watch the payments rollout"]
+    securityContext:
+      runAsNonRoot: true
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {drop: [ALL]}
+      seccompProfile: {type: RuntimeDefault}
+EOF
+request=
+for _ in $(seq 1200); do
+  request=$(kubectl get accessrequests -n agents -o jsonpath="{range .items[?(@.status.workload.pod=='$pinned')]}{.metadata.name}{end}")
+  [[ -n $request && $(kubectl get accessrequest "$request" -n agents -o jsonpath='{.status.phase}') == Granted ]] && break
+  sleep 0.1
+done
+[[ -n $request ]] || { echo "${R}no grant bound to Pod $pinned${N}" >&2; kubectl logs -n agents "$pinned" >&2; exit 1; }
+echo "Granted, bound to the Pod it was asked from (status.workload):"
+kubectl get accessrequest "$request" -n agents -o jsonpath='{.status.workload}' | python3 -m json.tool
+say "7. The Pod goes, and the grant with it (WorkloadGone); a token copied out of it would stop working"
+run kubectl delete pod "$pinned" -n agents --wait=false
+for _ in $(seq 300); do
+  [[ $(kubectl get accessrequest "$request" -n agents -o jsonpath='{.status.phase}') == Revoked ]] && break
+  sleep 0.1
+done
+kubectl get accessrequest "$request" -n agents \
+  -o jsonpath='{.status.phase}{": "}{.status.conditions[?(@.type=="Revoked")].reason}{": "}{.status.conditions[?(@.type=="Revoked")].message}{"\n"}'
+[[ $(kubectl get accessrequest "$request" -n agents -o jsonpath='{.status.phase}') == Revoked ]] \
+  || { echo "${R}the grant outlived its Pod${N}" >&2; exit 1; }
+
+say "8. Every request, and what kube-jit made for it (nothing is left)"
 run kubectl get accessrequests -n agents
 printf 'objects kube-jit still manages: '
 kubectl get serviceaccounts,roles,rolebindings -A -l app.kubernetes.io/managed-by=kube-jit -o name | wc -l
