@@ -12,7 +12,7 @@
 #               (default: target/bench/<full|reduced>)
 #   --scale N   live grants of the scale section (full: 10000, reduced: 100)
 #   --revocation N[,N]  grants due together, per revocation round (full: 100,1000)
-#   --only S[,S]  run only these sections: latency, revocation, burst, scale
+#   --only S[,S]  run only these sections: latency, revocation, burst, scale, workload
 #               (without latency, a short calibration round aims the others)
 #
 # KUBE_JIT_BENCH_KEEP_AUDIT=1 keeps the API server's audit log in DIR too.

@@ -14,6 +14,7 @@ mod measure;
 mod plots;
 mod report;
 mod revocation;
+mod workload;
 mod world;
 
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ pub struct Counts {
     /// Grants that expire while the operator is down, and their duration.
     pub overdue: usize,
     pub overdue_for: &'static str,
+    pub workload: workload::Sizes,
 }
 
 impl Counts {
@@ -45,6 +47,7 @@ impl Counts {
             scale: 10_000,
             overdue: 50,
             overdue_for: "20s",
+            workload: workload::Sizes { agents: 50, siblings: 40, unrelated: 2000 },
         }
     }
 
@@ -56,6 +59,7 @@ impl Counts {
             scale: 100,
             overdue: 5,
             overdue_for: "8s",
+            workload: workload::Sizes { agents: 3, siblings: 5, unrelated: 15 },
         }
     }
 }
@@ -75,7 +79,7 @@ struct Args {
     only: Vec<String>,
 }
 
-const SECTIONS: [&str; 4] = ["latency", "revocation", "burst", "scale"];
+const SECTIONS: [&str; 5] = ["latency", "revocation", "burst", "scale", "workload"];
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -173,6 +177,18 @@ async fn main() -> anyhow::Result<()> {
         figures.insert("scale".into(), scale);
         save(&figures);
     }
+    if runs("workload") {
+        sampler.section("workload");
+        let w = &counts.workload;
+        eprintln!(
+            "== workload: {} pinned agents with a bound grant each, {} more Pods of theirs, {} unrelated Pods",
+            w.agents,
+            w.agents * w.siblings,
+            w.unrelated
+        );
+        figures.insert("workload".into(), workload::run(&world, w).await?);
+        save(&figures);
+    }
     let (ticks, sections) = sampler.stop();
 
     let results = json!({
@@ -183,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
         "duration_s": run_start.elapsed().as_secs_f64(),
         "machine": report::machine(&repo),
         "apiserver_args": args.apiserver_args,
-        "operator_args": ["run", "--http-addr="],
+        "operator_args": ["run", "--http-addr=127.0.0.1:<port>"],
         "figures": figures,
         "requester_waits_settled_by_direct_read": board.read_directly(),
         "timeline": ticks.iter().map(|t| json!([measure::round(t.seconds), t.live_grants, measure::round(t.rss_mib)])).collect::<Vec<_>>(),

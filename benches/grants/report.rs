@@ -216,6 +216,30 @@ pub fn summary(r: &Value) -> String {
     if let Some(sc) = fig.get("scale") {
         scale_summary(&mut s, sc);
     }
+    if let Some(w) = fig.get("workload") {
+        let rss = &w["rss_mib"];
+        let _ = writeln!(
+            s,
+            "\n5. Workload-bound grants: {} pinned agents granted in {} s, {} Pod watch(es)\n   \
+             RSS {} MiB before, {} MiB granted, {} MiB holding {} Pods ({} KiB per held Pod), \
+             {} MiB with {} unrelated Pods added ({} KiB per unrelated Pod; still holding {})\n   \
+             a Pod is {} bytes of JSON as the API server returns it, {} as the watch keeps it",
+            w["agents"],
+            f(&w["granted_in_s"]),
+            w["watches"],
+            f(&rss["before"]),
+            f(&rss["granted"]),
+            f(&rss["siblings_held"]),
+            w["held_pods"],
+            f(&w["rss_per_held_pod_kib"]),
+            f(&rss["unrelated_added"]),
+            w["unrelated_pods"],
+            f(&w["rss_per_unrelated_pod_kib"]),
+            w["held_after_unrelated"],
+            w["pod_json_bytes"]["as_returned"],
+            w["pod_json_bytes"]["as_kept"]
+        );
+    }
     let _ = writeln!(s, "\nrun took {} s", f(&r["duration_s"]));
     s
 }
@@ -311,6 +335,14 @@ pub fn problems(r: &Value) -> Vec<String> {
                 p.push(format!("{cold} of {} {side} grants did not work right before expiry (harness)", v["grants"]));
             }
         }
+    }
+    if let Some(w) = fig.get("workload")
+        && w["held_after_unrelated"] != w["held_pods"]
+    {
+        p.push(format!(
+            "the operator's Pod watches hold {} Pods, not the {} of the pinned agents' ServiceAccounts",
+            w["held_after_unrelated"], w["held_pods"]
+        ));
     }
     let never = fig.get("scale").map_or(0, |sc| sc["restart"]["overdue_never_403"].as_u64().unwrap_or(1));
     if never > 0 {

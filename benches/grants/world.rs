@@ -107,6 +107,7 @@ impl World {
             child: None,
             starts: 0,
             pid_cell: Default::default(),
+            http_port: free_port()?,
         };
         operator.start()?;
         operator.wait_ready(Duration::from_secs(120)).await?;
@@ -130,6 +131,11 @@ impl World {
     }
 }
 
+/// A loopback port nothing listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
 /// The operator binary as its own process, authenticated as its ServiceAccount.
 pub struct Operator {
     bin: PathBuf,
@@ -139,6 +145,8 @@ pub struct Operator {
     starts: u32,
     /// The running process's id, for samplers (0 while it is down).
     pub pid_cell: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Where it serves /metrics (loopback), for the sections that read gauges.
+    pub http_port: u16,
 }
 
 impl Operator {
@@ -147,8 +155,8 @@ impl Operator {
         self.starts += 1;
         let log = std::fs::File::create(self.log())?;
         let child = Command::new(&self.bin)
-            // No HTTP server: the benchmark reads no metrics, and needs no port.
-            .args(["run", "--http-addr="])
+            // Metrics on loopback only: the workload section reads its gauges.
+            .args(["run", &format!("--http-addr=127.0.0.1:{}", self.http_port)])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("KUBE_JIT_LOG_LEVEL", "info")
             .stdin(Stdio::null())
