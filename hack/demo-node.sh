@@ -63,22 +63,22 @@ EOF
 # policies have been in force a few seconds (README: AdmissionNotProven).
 sleep 6
 
-for delivery in ephemeral-service-account requester-service-account; do
-  pod=agent-$(date +%H%M%S)
-  say "5. The agent runs as Pod agents/$pod ($delivery): asks for ${GRANT_SECONDS}s, uses it, waits for expiry"
+# agent_pod NAME LABELS ARGS: the example agent as Pod NAME of agents/planner,
+# labelled LABELS (a YAML map), with ARGS (YAML flow items) after the common ones.
+agent_pod() {
   kubectl apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
-metadata: {name: $pod, namespace: agents}
+metadata: {name: $1, namespace: agents, labels: $2}
 spec:
   serviceAccountName: planner
   restartPolicy: Never
+  terminationGracePeriodSeconds: 5
   containers:
   - name: agent
     image: docker.io/library/kube-jit-agent:local
     imagePullPolicy: Never
-    args: [--namespace, agents, --target-namespace, payments, --duration, ${GRANT_SECONDS}s,
-           --purpose, "read pods to find why the payments rollout fails", --until-expiry, --delivery, $delivery]
+    args: [--namespace, agents, --target-namespace, payments, $3]
     securityContext:
       runAsNonRoot: true
       allowPrivilegeEscalation: false
@@ -86,6 +86,12 @@ spec:
       capabilities: {drop: [ALL]}
       seccompProfile: {type: RuntimeDefault}
 EOF
+}
+
+for delivery in ephemeral-service-account requester-service-account; do
+  pod=agent-$(date +%H%M%S)
+  say "5. The agent runs as Pod agents/$pod ($delivery): asks for ${GRANT_SECONDS}s, uses it, waits for expiry"
+  agent_pod "$pod" "{}" "--duration, ${GRANT_SECONDS}s, --purpose, \"read pods to find why the payments rollout fails\", --until-expiry, --delivery, $delivery"
   phase=
   for _ in $(seq $((GRANT_SECONDS * 10 + 1200))); do
     phase=$(kubectl get pod "$pod" -n agents -o jsonpath='{.status.phase}')
@@ -114,27 +120,7 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 pinned=planner-$(date +%H%M%S)
-kubectl apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: $pinned, namespace: agents, labels: {app: planner}}
-spec:
-  serviceAccountName: planner
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: agent
-    image: docker.io/library/kube-jit-agent:local
-    imagePullPolicy: Never
-    args: [--namespace, agents, --target-namespace, payments, --duration, 10m, --for-agent, planner, --hold,
-           --purpose, "watch the payments rollout"]
-    securityContext:
-      runAsNonRoot: true
-      allowPrivilegeEscalation: false
-      readOnlyRootFilesystem: true
-      capabilities: {drop: [ALL]}
-      seccompProfile: {type: RuntimeDefault}
-EOF
+agent_pod "$pinned" "{app: planner}" "--duration, 10m, --for-agent, planner, --hold, --purpose, \"watch the payments rollout\""
 request=
 for _ in $(seq 1200); do
   request=$(kubectl get accessrequests -n agents -o jsonpath="{range .items[?(@.status.workload.pod=='$pinned')]}{.metadata.name}{end}")

@@ -240,6 +240,16 @@ async fn request_from_pod(admin: &Client, pod: &Pod, limit: Duration) -> AccessR
     found.unwrap_or_else(|| panic!("no request made from Pod {} within {limit:?}", pod.name_any()))
 }
 
+/// Starts Pod `name` of `planner` (labelled `labels`, running the agent with
+/// `args`), and returns it with the request it made, once decided.
+async fn ask_from_pod(admin: &Client, name: &str, labels: serde_json::Value, args: &[&str]) -> (Pod, AccessRequest) {
+    let limit = Duration::from_secs(60);
+    let pod = node::start_pod(admin, name, "planner", labels, node::AGENT_IMAGE, args, limit).await;
+    let request = request_from_pod(admin, &pod, limit).await;
+    let request = settled(admin, &request.name_any(), limit).await;
+    (pod, request)
+}
+
 /// Waits until the request reaches a terminal phase or `phase`; returns it.
 async fn settled(admin: &Client, name: &str, limit: Duration) -> AccessRequest {
     let requests: Api<AccessRequest> = Api::namespaced(admin.clone(), "agents");
@@ -303,7 +313,8 @@ async fn grants_bound_to_the_workload_end_with_the_pod() {
     let agents: Api<kube_jit::api::AgentIdentity> = Api::namespaced(admin.clone(), "agents");
     let rss_before = node::rss_kib(node::container_pid(&leader));
 
-    // The agent image's digest, as the runtime reports it, pins the agent.
+    // The pause image's digest, as the runtime reports it: first the agent is
+    // pinned to it, so a Pod running the agent image runs another digest.
     let probe =
         node::start_pod(&admin, "digest-probe", "default", json!({}), node::PAUSE_IMAGE, &[], Duration::from_secs(60))
             .await;
@@ -322,25 +333,13 @@ async fn grants_bound_to_the_workload_end_with_the_pod() {
         "10m",
         "--hold",
     ];
-    // The agent image's digest: from a first Pod, before the agent is pinned (its request is left pending).
     agents.create(&PostParams::default(), &serde_json::from_value(pinned_agent(&pause_digest)).unwrap()).await.unwrap();
     cluster.wait_admission_settled();
 
-    // A Pod of the agent, labelled and at the allowed digest, is granted.
-    let a = node::start_pod(
-        &admin,
-        "planner-a",
-        "planner",
-        json!({"app": "planner"}),
-        node::AGENT_IMAGE,
-        &hold,
-        Duration::from_secs(60),
-    )
-    .await;
+    // A Pod of the agent's ServiceAccount, labelled, at another digest: denied with the reason.
+    let (a, first) = ask_from_pod(&admin, "planner-a", json!({"app": "planner"}), &hold).await;
     let agent_digest = node::image_digest(&a);
     assert_ne!(agent_digest, pause_digest);
-    let first = request_from_pod(&admin, &a, Duration::from_secs(60)).await;
-    let first = settled(&admin, &first.name_any(), Duration::from_secs(60)).await;
     let (reason, message) = reason_of(&first, "Approved");
     assert_eq!(reason, "WorkloadMismatch", "{message}");
     assert!(message.contains(&agent_digest) && message.contains("spec.workload.images"), "{message}");
@@ -357,18 +356,8 @@ async fn grants_bound_to_the_workload_end_with_the_pod() {
         .await
         .unwrap();
 
-    let a = node::start_pod(
-        &admin,
-        "planner-a",
-        "planner",
-        json!({"app": "planner"}),
-        node::AGENT_IMAGE,
-        &hold,
-        Duration::from_secs(60),
-    )
-    .await;
-    let granted = request_from_pod(&admin, &a, Duration::from_secs(60)).await;
-    let granted = settled(&admin, &granted.name_any(), Duration::from_secs(60)).await;
+    // Pinned to the agent image's digest: a labelled Pod running it is granted.
+    let (a, granted) = ask_from_pod(&admin, "planner-a", json!({"app": "planner"}), &hold).await;
     let status = granted.status.clone().unwrap();
     assert_eq!(status.phase, Phase::Granted, "{:?}", status.conditions);
     let attested = status.workload.clone().expect("the attestation");
@@ -381,18 +370,7 @@ async fn grants_bound_to_the_workload_end_with_the_pod() {
     assert_eq!(bound.kind, "Secret");
 
     // Another Pod of the same ServiceAccount, not labelled as the agent, is denied.
-    let c = node::start_pod(
-        &admin,
-        "planner-c",
-        "planner",
-        json!({"app": "other"}),
-        node::AGENT_IMAGE,
-        &hold,
-        Duration::from_secs(60),
-    )
-    .await;
-    let other = request_from_pod(&admin, &c, Duration::from_secs(60)).await;
-    let other = settled(&admin, &other.name_any(), Duration::from_secs(60)).await;
+    let (c, other) = ask_from_pod(&admin, "planner-c", json!({"app": "other"}), &hold).await;
     let (reason, message) = reason_of(&other, "Approved");
     assert_eq!(reason, "WorkloadMismatch", "{message}");
     assert!(message.contains("podSelector"), "{message}");
@@ -476,33 +454,8 @@ async fn grants_bound_to_the_workload_end_with_the_pod() {
     assert!(to_403 <= Duration::from_secs(3), "the grant outlived its Pod by {to_403:?}");
 
     // The agent's own ServiceAccount as the grant: relabelling the Pod ends it.
-    let own = [
-        "--namespace",
-        "agents",
-        "--target-namespace",
-        "team-a",
-        "--purpose",
-        "debug the rollout",
-        "--for-agent",
-        "planner",
-        "--duration",
-        "10m",
-        "--hold",
-        "--delivery",
-        "requester-service-account",
-    ];
-    let d = node::start_pod(
-        &admin,
-        "planner-d",
-        "planner",
-        json!({"app": "planner"}),
-        node::AGENT_IMAGE,
-        &own,
-        Duration::from_secs(60),
-    )
-    .await;
-    let held = request_from_pod(&admin, &d, Duration::from_secs(60)).await;
-    let held = settled(&admin, &held.name_any(), Duration::from_secs(60)).await;
+    let own = [&hold[..], &["--delivery", "requester-service-account"]].concat();
+    let (d, held) = ask_from_pod(&admin, "planner-d", json!({"app": "planner"}), &own).await;
     assert_eq!(held.status.as_ref().unwrap().phase, Phase::Granted, "{:?}", held.status);
     assert!(held.status.as_ref().unwrap().workload.is_some());
     let own_token = cluster.client_with_token(&node::projected_token(cluster, &d));
