@@ -245,7 +245,12 @@ async fn confirm_expired(grant: &Client, ns: &str, expires_at: jiff::Timestamp, 
         match result {
             Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {
                 let after = now.duration_since(expires_at).as_millis();
-                say(format_args!("expiresAt → refused: {after} ms ({how}, HTTP {})", s.code));
+                if after < 0 {
+                    // Ended early: revoked, or (bound to this Pod) the Pod stopped matching.
+                    say(format_args!("grant ended {} ms before expiresAt ({how}, HTTP {})", -after, s.code));
+                } else {
+                    say(format_args!("expiresAt → refused: {after} ms ({how}, HTTP {})", s.code));
+                }
                 return Ok(());
             }
             Ok(_) if now < expires_at + jiff::SignedDuration::from_secs(60) => {

@@ -130,7 +130,7 @@ done
 [[ -n $request ]] || { echo "${R}no grant bound to Pod $pinned${N}" >&2; kubectl logs -n agents "$pinned" >&2; exit 1; }
 echo "Granted, bound to the Pod it was asked from (status.workload):"
 kubectl get accessrequest "$request" -n agents -o jsonpath='{.status.workload}' | python3 -m json.tool
-say "7. The Pod goes, and the grant with it (WorkloadGone); a token copied out of it would stop working"
+say "7. The Pod goes, and the grant with it (WorkloadGone): its bindings, identity and the Secret its tokens are bound to"
 run kubectl delete pod "$pinned" -n agents --wait=false
 for _ in $(seq 300); do
   [[ $(kubectl get accessrequest "$request" -n agents -o jsonpath='{.status.phase}') == Revoked ]] && break
@@ -147,7 +147,8 @@ printf 'objects kube-jit still manages: '
 kubectl get serviceaccounts,roles,rolebindings -A -l app.kubernetes.io/managed-by=kube-jit -o name | wc -l
 
 say "Done. The cluster keeps running:"
-echo '    eval "$(hack/local-cluster.sh env)"; kubectl get jit -A'
+dir=${KUBE_JIT_CLUSTER_DIR:+KUBE_JIT_CLUSTER_DIR=$KUBE_JIT_CLUSTER_DIR }
+echo "    eval \"\$(${dir}hack/local-cluster.sh env)\"; kubectl get jit -A"
 echo '    kubectl logs -n kube-jit-system "$(kubectl get lease kube-jit -n kube-jit-system -o jsonpath={.spec.holderIdentity})"   # the leader'
 echo '    hack/helm.sh exec uninstall kube-jit -n kube-jit-system   # runs the pre-delete Job'
-echo '    hack/local-cluster.sh down                                 # stop it all'
+echo "    ${dir}hack/local-cluster.sh down    # stop it all"

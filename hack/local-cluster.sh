@@ -322,7 +322,7 @@ recorded_pid() { # <name>
   local pid
   [[ -f "$STATE/pids/$1" ]] || return 1
   pid=$(cat "$STATE/pids/$1")
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE" || return 1
+  { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$STATE" || return 1
   echo "$pid"
 }
 

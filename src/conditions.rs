@@ -52,6 +52,9 @@ pub mod reasons {
     /// The Pod the request was made from does not match the agent's
     /// `spec.workload` (ServiceAccount, labels, image digests, node).
     pub const WORKLOAD_MISMATCH: &str = "WorkloadMismatch";
+    /// The Pod the request was made from is still starting (Pending, or a
+    /// container without a digest yet): the request waits for it a while.
+    pub const WORKLOAD_NOT_READY: &str = "WorkloadNotReady";
     /// The Pod a grant is bound to was deleted, replaced or finished.
     pub const WORKLOAD_GONE: &str = "WorkloadGone";
     /// The Pod a grant is bound to no longer matches (labels, containers, digests, phase).

@@ -205,7 +205,9 @@ async fn a_workload_pin_names_images_by_digest() {
     let message = create(&client, Some(&ns.name), "AgentIdentity", pinned(json!([]))).await.expect("no image accepted");
     assert!(message.contains("spec.workload.images"), "{message}");
     let digest = format!("sha256:{}", "0".repeat(64));
-    assert_eq!(create(&client, Some(&ns.name), "AgentIdentity", pinned(json!([digest]))).await, None);
+    // As the runtime reports it, repository and all, or the digest alone.
+    let image_id = format!("registry.example/agent@{digest}");
+    assert_eq!(create(&client, Some(&ns.name), "AgentIdentity", pinned(json!([digest, image_id]))).await, None);
 }
 
 #[tokio::test]

@@ -97,10 +97,12 @@ pub struct Workload {
     /// Pod write: they narrow, the digests and the ServiceAccount pin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<LabelSelector>,
-    /// The image digests allowed (`sha256:<64 hex digits>`): every container
-    /// of the Pod (init, app and ephemeral) must report one of them in its
-    /// status (`imageID`), as the container runtime resolved it.
-    #[schemars(length(min = 1, max = 64), inner(regex(pattern = r"^sha256:[0-9a-f]{64}$")))]
+    /// The image digests allowed, as the container runtime reports them in
+    /// the Pod's status (`status.containerStatuses[].imageID`): `sha256:<64
+    /// hex digits>`, or that `imageID` whole (`<repository>@sha256:…`; only
+    /// the digest is compared). Every init and app container must report
+    /// one of them; a Pod with an ephemeral container is refused.
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = r"^([^@\s]+@)?sha256:[0-9a-f]{64}$")))]
     pub images: Vec<String>,
     /// Labels the Pod's Node must carry. Prefer labels under
     /// `node-restriction.kubernetes.io/`, which a node cannot set on itself.

@@ -85,13 +85,17 @@ pub async fn run(args: &RequestArgs) -> Result<i32, CliError> {
             spec[key] = json!(v);
         }
     }
-    let name = args.name.clone().unwrap_or_else(|| generated_name(&session.user));
+    // Without a name, the API server picks a unique one (two requests in the same second never collide).
+    let metadata = match &args.name {
+        Some(name) => json!({"name": name, "namespace": ns}),
+        None => json!({"generateName": name_prefix(&session.user), "namespace": ns}),
+    };
     let request: AccessRequest = serde_json::from_value(json!({
-        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessRequest",
-        "metadata": {"name": name, "namespace": ns}, "spec": spec}))
+        "apiVersion": "kubejit.io/v1alpha1", "kind": "AccessRequest", "metadata": metadata, "spec": spec}))
     .map_err(|e| CliError::bad_input(format!("invalid request: {e}")))?;
     let api: Api<AccessRequest> = Api::namespaced(session.client.clone(), &ns);
     let mut created = api.create(&PostParams::default(), &request).await?;
+    let name = created.metadata.name.clone().unwrap_or_default();
     let wants_grant = matches!(args.output, RequestOutput::Token | RequestOutput::Kubeconfig);
     if args.wait || wants_grant {
         let timeout =
@@ -108,7 +112,8 @@ pub async fn run(args: &RequestArgs) -> Result<i32, CliError> {
     Ok(super::exit::OK)
 }
 
-fn generated_name(user: &str) -> String {
+/// `<who>-`, from the last part of the username, for `generateName`.
+fn name_prefix(user: &str) -> String {
     let who: String = user
         .rsplit(':')
         .next()
@@ -118,8 +123,7 @@ fn generated_name(user: &str) -> String {
         .take(30)
         .collect::<String>()
         .to_lowercase();
-    let stamp = jiff::Timestamp::now().as_second();
-    format!("{}-{stamp}", if who.is_empty() { "req".to_string() } else { who })
+    format!("{}-", if who.is_empty() { "req".to_string() } else { who })
 }
 
 /// Waits for Granted; a refusal is an error saying why. Progress goes to stderr.

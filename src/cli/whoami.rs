@@ -35,6 +35,10 @@ pub async fn run(_args: &WhoamiArgs) -> Result<i32, CliError> {
                 if let Some(w) = &a.spec.workload {
                     let pinned = if w.required { "required" } else { "checked when asked from a Pod" };
                     println!("         workload {pinned}: images {}", w.images.join(", "));
+                    if let Some(labels) = w.pod_selector.as_ref().and_then(|s| s.match_labels.as_ref()) {
+                        let labels: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        println!("         Pods labelled {}", labels.join(","));
+                    }
                 }
             }
             Ok(None) => println!("Agent:   none registers this ServiceAccount"),

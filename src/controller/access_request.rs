@@ -201,6 +201,11 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
     // The Pod it was made from, where an agent pins its workload: read now.
     let workload = match attestation::attest(ctx, request).await? {
         Ok(workload) => workload,
+        Err(refused) if refused.reason == reasons::WORKLOAD_NOT_READY => {
+            // Its Pod's watch re-decides it as the kubelet reports; this is the fallback.
+            hold(request, ctx, status, refused.reason, refused.message, false).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         Err(refused) => return transitions::deny(request, ctx, status, refused.reason, refused.message).await,
     };
     // One decision at a time, so per-subject limits count every grant made.

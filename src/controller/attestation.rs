@@ -46,14 +46,14 @@ pub async fn attest(ctx: &Context, request: &AccessRequest) -> Result<Result<Opt
         }
         _ => None,
     };
-    let verdict =
-        workload::attest(&pins, claim, pod.as_ref(), node_labels.as_ref(), Timestamp::now()).and_then(|attested| {
-            match attested {
-                Some(a) => workload::delivery_allowed(&request.spec).map(|()| Some(a)),
-                None => Ok(None),
-            }
+    let asked_at = request.metadata.creation_timestamp.as_ref().map_or_else(Timestamp::now, |t| t.0);
+    let verdict = workload::attest(&pins, claim, pod.as_ref(), node_labels.as_ref(), asked_at, Timestamp::now())
+        .and_then(|attested| match attested {
+            Some(a) => workload::delivery_allowed(&request.spec).map(|()| Some(a)),
+            None => Ok(None),
         });
-    if let (Ok(Some(_)), Some(watches)) = (&verdict, &ctx.workloads) {
+    // Its Pod's changes re-decide a request waiting for it, and end the grant.
+    if let (Some(_), Some(watches)) = (&pod, &ctx.workloads) {
         watches.watched(first.namespace, first.service_account);
     }
     Ok(verdict)

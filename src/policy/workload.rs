@@ -139,67 +139,81 @@ fn containers(pod: &Pod) -> Vec<(String, String, Option<String>)> {
         .collect()
 }
 
+/// How long after a request a Pod it was made from may still be starting
+/// (Pending, or a container reporting no digest yet) before the request is
+/// denied: an agent asks as soon as it runs, and the kubelet reports the
+/// Pod's status a moment later.
+pub const READY_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why a Pod does not (yet) qualify: the words, and whether it may still be
+/// starting (and so qualify once the kubelet reports it).
+type Unfit = (String, bool);
+
 /// Checks the Pod against one agent's workload rules (labels, ServiceAccount,
 /// digests); `Err` says what does not match.
-fn matches(pin: &Pinned<'_>, pod: &Pod) -> Result<Vec<AttestedImage>, String> {
+fn matches(pin: &Pinned<'_>, pod: &Pod) -> Result<Vec<AttestedImage>, Unfit> {
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     let pod_ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
     if pod_ns != pin.namespace || sa != pin.service_account {
-        return Err(format!(
+        let why = format!(
             "Pod {pod_ns}/{pod_name} runs as ServiceAccount {pod_ns}/{sa}, not {}/{} of AgentIdentity {}",
             pin.namespace, pin.service_account, pin.agent
-        ));
+        );
+        return Err((why, false));
     }
     if let Some(selector) = &pin.workload.pod_selector {
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         match selector_matches(selector, &labels) {
             Ok(true) => {}
             Ok(false) => {
-                return Err(format!(
+                let why = format!(
                     "Pod {pod_ns}/{pod_name}'s labels {labels:?} do not match AgentIdentity {}'s spec.workload.podSelector",
                     pin.agent
-                ));
+                );
+                return Err((why, false));
             }
-            Err(why) => return Err(format!("AgentIdentity {}'s spec.workload.podSelector: {why}", pin.agent)),
+            Err(why) => return Err((format!("AgentIdentity {}'s spec.workload.podSelector: {why}", pin.agent), false)),
         }
     }
     let mut images = Vec::new();
     for (container, image, digest) in containers(pod) {
         let Some(digest) = digest else {
-            return Err(format!(
+            let why = format!(
                 "container {container} of Pod {pod_ns}/{pod_name} reports no image digest yet; only a Pod whose every container runs an allowed digest may act as AgentIdentity {}",
                 pin.agent
-            ));
+            );
+            return Err((why, true));
         };
-        if !pin.workload.images.contains(&digest) {
-            return Err(format!(
+        if !pin.workload.images.iter().filter_map(|allowed| digest_of(allowed)).any(|allowed| allowed == digest) {
+            let why = format!(
                 "container {container} of Pod {pod_ns}/{pod_name} runs {image} at {digest}, which AgentIdentity {}'s spec.workload.images does not allow",
                 pin.agent
-            ));
+            );
+            return Err((why, false));
         }
         images.push(AttestedImage { container, image, digest });
     }
     if images.is_empty() {
-        return Err(format!("Pod {pod_ns}/{pod_name} has no containers"));
+        return Err((format!("Pod {pod_ns}/{pod_name} has no containers"), false));
     }
     Ok(images)
 }
 
-/// Whether the Pod is live: Running and not being deleted. `Err` is a
-/// WorkloadGone-style fact, in words.
-fn live(pod: &Pod) -> Result<(), String> {
+/// Whether the Pod is live: Running and not being deleted. `Err` says why
+/// not, and whether it may still be starting (Pending).
+fn live(pod: &Pod) -> Result<(), Unfit> {
     let name = format!(
         "Pod {}/{}",
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.name.as_deref().unwrap_or_default()
     );
     if let Some(t) = &pod.metadata.deletion_timestamp {
-        return Err(format!("{name} is being deleted (since {})", t.0));
+        return Err((format!("{name} is being deleted (to be gone by {})", t.0), false));
     }
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
     if phase != "Running" {
-        return Err(format!("{name} is {phase}, not Running"));
+        return Err((format!("{name} is {phase}, not Running"), phase == "Pending"));
     }
     Ok(())
 }
@@ -214,14 +228,30 @@ fn live(pod: &Pod) -> Result<(), String> {
 /// - `Ok(Some(attestation))`: made from a live, matching Pod; the grant is bound to it.
 /// - `Err`: `WorkloadNotAttested` (no pod-bound token where one is required,
 ///   the Pod is gone, replaced or not Running) or `WorkloadMismatch` (the
-///   Pod does not match: ServiceAccount, labels, digests, node).
+///   Pod does not match: ServiceAccount, labels, digests, node), or, within
+///   [`READY_GRACE`] of `asked_at`, `WorkloadNotReady` for a Pod still
+///   starting (Pending, or a container without a digest yet): ask again.
 pub fn attest(
     pins: &[Pinned<'_>],
     claim: Option<&RequesterPod>,
     pod: Option<&Pod>,
     node_labels: Option<&BTreeMap<String, String>>,
+    asked_at: Timestamp,
     now: Timestamp,
 ) -> Result<Option<WorkloadAttestation>, Refusal> {
+    let grace = jiff::SignedDuration::try_from(READY_GRACE).unwrap_or_default();
+    let unfit = |reason: &'static str, (why, starting): Unfit| {
+        if !starting {
+            refuse(reason, why)
+        } else if now < asked_at + grace {
+            refuse(
+                reasons::WORKLOAD_NOT_READY,
+                format!("{why}; waiting up to {}s from the request", READY_GRACE.as_secs()),
+            )
+        } else {
+            refuse(reason, format!("{why}, {}s after the request", READY_GRACE.as_secs()))
+        }
+    };
     let Some(first) = pins.first() else { return Ok(None) };
     let Some(claim) = claim else {
         return match pins.iter().find(|p| p.workload.required) {
@@ -256,7 +286,7 @@ pub fn attest(
             ),
         ));
     }
-    live(pod).map_err(|why| refuse(reasons::WORKLOAD_NOT_ATTESTED, why))?;
+    live(pod).map_err(|unfit_| unfit(reasons::WORKLOAD_NOT_ATTESTED, unfit_))?;
     // A debug container shares the Pod's token volume: whoever may add one
     // could read the token, whatever image it runs.
     if let Some(debug) = pod.spec.as_ref().and_then(|s| s.ephemeral_containers.as_ref()).and_then(|c| c.first()) {
@@ -270,7 +300,7 @@ pub fn attest(
     }
     let mut images = Vec::new();
     for pin in pins {
-        images = matches(pin, pod).map_err(|why| refuse(reasons::WORKLOAD_MISMATCH, why))?;
+        images = matches(pin, pod).map_err(|unfit_| unfit(reasons::WORKLOAD_MISMATCH, unfit_))?;
         if let Some(selector) = &pin.workload.node_selector {
             let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default();
             let labels = node_labels.ok_or_else(|| {
@@ -331,7 +361,7 @@ pub fn recheck(attested: &WorkloadAttestation, pins: &[Pinned<'_>], pod: Option<
         return Err(gone(format!("{name} (uid {}) was replaced by another Pod of that name", attested.pod_uid)));
     }
     if let Some(t) = &pod.metadata.deletion_timestamp {
-        return Err(gone(format!("{name} is being deleted (since {})", t.0)));
+        return Err(gone(format!("{name} is being deleted (to be gone by {})", t.0)));
     }
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
     if matches!(phase, "Succeeded" | "Failed") {
@@ -359,7 +389,7 @@ pub fn recheck(attested: &WorkloadAttestation, pins: &[Pinned<'_>], pod: Option<
         )));
     }
     for pin in pins {
-        matches(pin, pod).map_err(changed)?;
+        matches(pin, pod).map_err(|(why, _)| changed(why))?;
     }
     Ok(())
 }
@@ -415,6 +445,41 @@ mod tests {
 
     const AGENT_SA: &str = "system:serviceaccount:agents:planner";
 
+    /// [`attest`] a minute after the request: past [`READY_GRACE`].
+    fn late(
+        pins: &[Pinned<'_>],
+        claim: Option<&RequesterPod>,
+        pod: Option<&Pod>,
+        node: Option<&BTreeMap<String, String>>,
+        _now: Timestamp,
+    ) -> Result<Option<WorkloadAttestation>, Refusal> {
+        let asked = Timestamp::UNIX_EPOCH;
+        attest(pins, claim, pod, node, asked, asked + jiff::SignedDuration::from_secs(60))
+    }
+
+    #[test]
+    fn a_pod_still_starting_is_waited_for_until_the_grace_ends() {
+        let agents = vec![agent(workload(true))];
+        let pins = pinned("agents", &spec(AGENT_SA, Some("planner")), &agents, "td");
+        let asked = Timestamp::UNIX_EPOCH;
+        let at = |secs| asked + jiff::SignedDuration::from_secs(secs);
+        let pending = pod("u1", "Pending", json!({"app": "planner"}), GOOD);
+        let mut no_digest = pod("u1", "Running", json!({"app": "planner"}), GOOD);
+        no_digest.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].image_id = String::new();
+        let failed = pod("u1", "Failed", json!({"app": "planner"}), GOOD);
+        let cases = [
+            ("Pending, just asked", &pending, 1, reasons::WORKLOAD_NOT_READY),
+            ("Pending, 30 s on", &pending, 30, reasons::WORKLOAD_NOT_ATTESTED),
+            ("no digest yet, just asked", &no_digest, 5, reasons::WORKLOAD_NOT_READY),
+            ("no digest, 31 s on", &no_digest, 31, reasons::WORKLOAD_MISMATCH),
+            ("Failed is not starting", &failed, 1, reasons::WORKLOAD_NOT_ATTESTED),
+        ];
+        for (case, pod, secs, reason) in cases {
+            let refused = attest(&pins, Some(&claim("u1")), Some(pod), None, asked, at(secs)).unwrap_err();
+            assert_eq!(refused.reason, reason, "{case}: {}", refused.message);
+        }
+    }
+
     #[test]
     fn which_agents_pin_a_request() {
         let agents = vec![agent(workload(true))];
@@ -452,7 +517,7 @@ mod tests {
                 "ready": false, "restartCount": 0}))
             .unwrap(),
         ]);
-        let refused = attest(&pins, Some(&claim("u1")), Some(&debugged), None, Timestamp::UNIX_EPOCH).unwrap_err();
+        let refused = late(&pins, Some(&claim("u1")), Some(&debugged), None, Timestamp::UNIX_EPOCH).unwrap_err();
         assert_eq!(refused.reason, reasons::WORKLOAD_MISMATCH);
         assert!(refused.message.contains("ephemeral container (debugger)"), "{refused:?}");
         let mut secret = spec(AGENT_SA, Some("planner"));
@@ -507,7 +572,7 @@ mod tests {
         for (case, required, claim, pod, expected) in cases {
             let agents = vec![agent(workload(required))];
             let pins = pinned("agents", &spec(AGENT_SA, Some("planner")), &agents, "cluster.local");
-            let verdict = attest(&pins, claim.as_ref(), pod.as_ref(), Some(&node), now);
+            let verdict = late(&pins, claim.as_ref(), pod.as_ref(), Some(&node), now);
             match (expected, verdict) {
                 (None, Ok(Some(a))) => {
                     assert_eq!(a.pod_uid, "u1", "{case}");
@@ -531,13 +596,13 @@ mod tests {
         let good = pod("u1", "Running", json!({"app": "planner"}), GOOD);
         let zone = |z: &str| BTreeMap::from([("zone".to_string(), z.to_string())]);
         let now = Timestamp::UNIX_EPOCH;
-        assert!(attest(&pins, Some(&claim("u1")), Some(&good), Some(&zone("a")), now).is_ok());
-        let other_zone = attest(&pins, Some(&claim("u1")), Some(&good), Some(&zone("b")), now).unwrap_err();
+        assert!(late(&pins, Some(&claim("u1")), Some(&good), Some(&zone("a")), now).is_ok());
+        let other_zone = late(&pins, Some(&claim("u1")), Some(&good), Some(&zone("b")), now).unwrap_err();
         assert!(other_zone.message.contains("nodeSelector"), "{other_zone:?}");
-        assert!(attest(&pins, Some(&claim("u1")), Some(&good), None, now).is_err(), "node unread: no");
+        assert!(late(&pins, Some(&claim("u1")), Some(&good), None, now).is_err(), "node unread: no");
         let mut other_sa = good.clone();
         other_sa.spec.as_mut().unwrap().service_account_name = Some("builder".into());
-        let refused = attest(&pins, Some(&claim("u1")), Some(&other_sa), Some(&zone("a")), now).unwrap_err();
+        let refused = late(&pins, Some(&claim("u1")), Some(&other_sa), Some(&zone("a")), now).unwrap_err();
         assert_eq!(refused.reason, reasons::WORKLOAD_MISMATCH);
         assert!(refused.message.contains("runs as ServiceAccount agents/builder"), "{refused:?}");
     }
@@ -549,14 +614,14 @@ mod tests {
         let mut sidecar = pod("u1", "Running", json!({"app": "planner"}), GOOD);
         sidecar.spec.as_mut().unwrap().init_containers =
             Some(vec![serde_json::from_value(json!({"name": "setup", "image": "busybox"})).unwrap()]);
-        let refused = attest(&pins, Some(&claim("u1")), Some(&sidecar), None, Timestamp::UNIX_EPOCH).unwrap_err();
+        let refused = late(&pins, Some(&claim("u1")), Some(&sidecar), None, Timestamp::UNIX_EPOCH).unwrap_err();
         assert!(refused.message.contains("container setup") && refused.message.contains("no image digest"));
         sidecar.status.as_mut().unwrap().init_container_statuses = Some(vec![
             serde_json::from_value(json!({"name": "setup", "image": "busybox", "imageID": format!("busybox@{BAD}"),
                 "ready": false, "restartCount": 0}))
             .unwrap(),
         ]);
-        let refused = attest(&pins, Some(&claim("u1")), Some(&sidecar), None, Timestamp::UNIX_EPOCH).unwrap_err();
+        let refused = late(&pins, Some(&claim("u1")), Some(&sidecar), None, Timestamp::UNIX_EPOCH).unwrap_err();
         assert!(refused.message.contains("does not allow"), "{refused:?}");
     }
 
@@ -566,7 +631,7 @@ mod tests {
         let pins = pinned("agents", &spec(AGENT_SA, Some("planner")), &agents, "td");
         let labels = json!({"app": "planner"});
         let good = pod("u1", "Running", labels.clone(), GOOD);
-        let attested = attest(&pins, Some(&claim("u1")), Some(&good), None, Timestamp::UNIX_EPOCH).unwrap().unwrap();
+        let attested = late(&pins, Some(&claim("u1")), Some(&good), None, Timestamp::UNIX_EPOCH).unwrap().unwrap();
         let mut deleting = good.clone();
         deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
         let mut debugged = good.clone();

@@ -47,6 +47,9 @@ def parse_args(argv):
     p.add_argument("--purpose", required=True,
                    help="why the access is needed; recorded on every object and audit line")
     p.add_argument("--timeout", type=int, default=120, help="seconds to wait for a decision before giving up")
+    p.add_argument("--for-agent", default=None,
+                   help="ask for this AgentIdentity (in --namespace); one pinned to its workload "
+                        "(spec.workload) must be asked from a matching Pod, with the Pod's own token")
     return p.parse_args(argv)
 
 
@@ -191,6 +194,8 @@ def run(args):
             "purpose": args.purpose,
         },
     }
+    if args.for_agent:
+        body["spec"]["forAgent"] = args.for_agent
     created = requests.create_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL, body)
     name = created["metadata"]["name"]
     purpose = json.dumps(args.purpose, ensure_ascii=False)
