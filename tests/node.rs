@@ -436,7 +436,17 @@ async fn grants_bound_to_the_workload_end_with_the_pod() {
     // The Pod goes: the grant ends with it, and the copied tokens stop working.
     let start = Instant::now();
     pods.delete("planner-a", &DeleteParams::default()).await.unwrap();
-    let forbidden = until_status(&copied, 403, Duration::from_secs(30)).await.expect("403 after the Pod's deletion");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), &bound.namespace);
+    let secret_gone = async {
+        while secrets.get_opt(&bound.name).await.ok().flatten().is_some() && start.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Instant::now()
+    };
+    let (forbidden, secret_gone) = tokio::join!(until_status(&copied, 403, Duration::from_secs(30)), secret_gone);
+    let forbidden = forbidden.expect("403 after the Pod's deletion");
+    let to_secret_gone = secret_gone.duration_since(start);
+    assert!(secrets.get_opt(&bound.name).await.unwrap().is_none(), "the Secret tokens are bound to outlived the Pod");
     let ended =
         scenario::wait_phase(&admin, "agents", &granted.name_any(), Phase::Revoked, Duration::from_secs(30)).await;
     let (reason, message) = reason_of(&ended, "Revoked");
@@ -447,11 +457,12 @@ async fn grants_bound_to_the_workload_end_with_the_pod() {
     scenario::wait_phase(&admin, "agents", "delegated", Phase::Revoked, Duration::from_secs(30)).await;
     let to_403 = forbidden.duration_since(start);
     eprintln!(
-        "measure: Pod deleted → copied grant token 403 {to_403:?}, 401 {:?}; the Pod's own token 401 {:?}",
+        "measure: Pod deleted → copied grant token 403 {to_403:?}, its Secret gone {to_secret_gone:?}, 401 {:?}; the Pod's own token 401 {:?}",
         unauthorized.duration_since(start),
         pod_token_dead.duration_since(start)
     );
     assert!(to_403 <= Duration::from_secs(3), "the grant outlived its Pod by {to_403:?}");
+    assert!(to_secret_gone <= Duration::from_secs(3), "the tokens' Secret outlived the Pod by {to_secret_gone:?}");
 
     // The agent's own ServiceAccount as the grant: relabelling the Pod ends it.
     let own = [&hold[..], &["--delivery", "requester-service-account"]].concat();
