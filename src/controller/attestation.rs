@@ -31,12 +31,14 @@ fn pins<'a>(
 pub async fn attest(ctx: &Context, request: &AccessRequest) -> Result<Result<Option<WorkloadAttestation>, Refusal>> {
     let agents = ctx.stores.agents.state();
     let pins = pins(ctx, request, &agents);
-    let Some(first) = pins.first() else { return Ok(Ok(None)) };
+    if pins.is_empty() {
+        return Ok(Ok(None));
+    }
     let claim = request.spec.requester.pod.as_ref();
-    // The Pod behind a pod-bound token is in its ServiceAccount's namespace.
-    let pod_namespace = names::parse_service_account_username(&request.spec.requester.user).map(|(ns, _)| ns);
-    let pod = match (claim, pod_namespace) {
-        (Some(claim), Some(ns)) => workloads::pod(&ctx.client, ns, &claim.name).await?,
+    // The Pod behind a pod-bound token runs as the requester's ServiceAccount, in its namespace.
+    let requester = names::parse_service_account_username(&request.spec.requester.user);
+    let pod = match (claim, requester) {
+        (Some(claim), Some((ns, _))) => workloads::pod(&ctx.client, ns, &claim.name).await?,
         _ => None,
     };
     let node = pod.as_ref().and_then(|p| p.spec.as_ref()).and_then(|s| s.node_name.clone());
@@ -52,9 +54,10 @@ pub async fn attest(ctx: &Context, request: &AccessRequest) -> Result<Result<Opt
             Some(a) => workload::delivery_allowed(&request.spec).map(|()| Some(a)),
             None => Ok(None),
         });
-    // Its Pod's changes re-decide a request waiting for it, and end the grant.
-    if let (Some(_), Some(watches)) = (&pod, &ctx.workloads) {
-        watches.watched(first.namespace, first.service_account);
+    // Its Pod's changes re-decide a request waiting for it, and end the grant:
+    // watched under the key `needed` keeps (the requester's ServiceAccount).
+    if let (Some(_), Some((ns, sa)), Some(watches)) = (&pod, requester, &ctx.workloads) {
+        watches.watched(ns, sa);
     }
     Ok(verdict)
 }

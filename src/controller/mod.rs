@@ -478,7 +478,7 @@ async fn act(
             }
         }
     }
-    let (workloads, mut touched_rx) = workloads::Workloads::new(client.clone());
+    let (workloads, touched) = workloads::Workloads::new(client.clone());
     let workloads = Arc::new(workloads);
     let ctx = Arc::new(ctx.with_managed(managed_objects).with_held_lines(held).with_workloads(workloads.clone()));
     crate::metrics::global().set_leader(Some(controller.store()));
@@ -631,17 +631,7 @@ async fn act(
     // A watched Pod changed: re-check the requests that name it.
     let workload_triggers = {
         let requests = controller.store();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(touched) = touched_rx.recv().await {
-                for request in attestation::touched_requests(&requests, &touched) {
-                    if tx.send(request).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        tokio_stream_of(rx)
+        touched.flat_map(move |t| futures::stream::iter(attestation::touched_requests(&requests, &t)))
     };
     // Watch the Pods of what is pending or live, and no others.
     let workload_watches = {
@@ -709,11 +699,6 @@ async fn act(
 /// (starting missing ones, stopping unneeded ones). A new grant starts its
 /// watch itself; this only catches up after restarts and stops old watches.
 const WORKLOAD_WATCH_REVIEW: Duration = Duration::from_secs(10);
-
-/// A stream of what `rx` receives.
-fn tokio_stream_of<T: Send + 'static>(rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> BoxStream<'static, T> {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) }).boxed()
-}
 
 /// How long reconciles in flight may take to finish once shutdown begins:
 /// well inside Kubernetes' default 30 s termination grace period.

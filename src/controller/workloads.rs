@@ -16,12 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use futures::StreamExt;
+use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, EphemeralContainer, Node, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use tokio::sync::mpsc;
 
 use super::backoff;
 use crate::error::Result;
@@ -53,7 +53,7 @@ pub struct Workloads {
 impl Workloads {
     /// A registry whose watches announce changes on the returned receiver.
     pub fn new(client: Client) -> (Workloads, mpsc::UnboundedReceiver<Touched>) {
-        let (touched, rx) = mpsc::unbounded_channel();
+        let (touched, rx) = mpsc::unbounded();
         (Workloads { client, watches: Mutex::new(BTreeMap::new()), touched }, rx)
     }
 
@@ -104,7 +104,7 @@ impl Workloads {
                     }
                 };
                 let change = Touched { namespace: ns.clone(), service_account: sa.clone(), pod: pod.flatten() };
-                if touched.send(change).is_err() {
+                if touched.unbounded_send(change).is_err() {
                     return;
                 }
             }
@@ -113,16 +113,12 @@ impl Workloads {
         Watch { store, task }
     }
 
-    /// Watches and the Pods they hold, as metrics.
+    /// Watches and the Pods they hold, as metrics: refreshed whenever a watch
+    /// is asked for (every re-check, and every review of what is needed).
     fn report(&self) {
         let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         let pods: usize = watches.values().map(|w| w.store.len()).sum();
         crate::metrics::global().set_workload_watches(watches.len(), pods);
-    }
-
-    /// Refreshes the metrics (the count of watched Pods changes without a call here).
-    pub fn refresh_metrics(&self) {
-        self.report();
     }
 }
 

@@ -451,7 +451,6 @@ mod tests {
         claim: Option<&RequesterPod>,
         pod: Option<&Pod>,
         node: Option<&BTreeMap<String, String>>,
-        _now: Timestamp,
     ) -> Result<Option<WorkloadAttestation>, Refusal> {
         let asked = Timestamp::UNIX_EPOCH;
         attest(pins, claim, pod, node, asked, asked + jiff::SignedDuration::from_secs(60))
@@ -517,7 +516,7 @@ mod tests {
                 "ready": false, "restartCount": 0}))
             .unwrap(),
         ]);
-        let refused = late(&pins, Some(&claim("u1")), Some(&debugged), None, Timestamp::UNIX_EPOCH).unwrap_err();
+        let refused = late(&pins, Some(&claim("u1")), Some(&debugged), None).unwrap_err();
         assert_eq!(refused.reason, reasons::WORKLOAD_MISMATCH);
         assert!(refused.message.contains("ephemeral container (debugger)"), "{refused:?}");
         let mut secret = spec(AGENT_SA, Some("planner"));
@@ -528,7 +527,6 @@ mod tests {
 
     #[test]
     fn attestation_verdicts() {
-        let now = Timestamp::UNIX_EPOCH;
         let labels = json!({"app": "planner"});
         let good = pod("u1", "Running", labels.clone(), GOOD);
         let node = BTreeMap::from([("zone".to_string(), "a".to_string())]);
@@ -572,7 +570,7 @@ mod tests {
         for (case, required, claim, pod, expected) in cases {
             let agents = vec![agent(workload(required))];
             let pins = pinned("agents", &spec(AGENT_SA, Some("planner")), &agents, "cluster.local");
-            let verdict = late(&pins, claim.as_ref(), pod.as_ref(), Some(&node), now);
+            let verdict = late(&pins, claim.as_ref(), pod.as_ref(), Some(&node));
             match (expected, verdict) {
                 (None, Ok(Some(a))) => {
                     assert_eq!(a.pod_uid, "u1", "{case}");
@@ -595,14 +593,13 @@ mod tests {
         let pins = pinned("agents", &spec(AGENT_SA, Some("planner")), &agents, "td");
         let good = pod("u1", "Running", json!({"app": "planner"}), GOOD);
         let zone = |z: &str| BTreeMap::from([("zone".to_string(), z.to_string())]);
-        let now = Timestamp::UNIX_EPOCH;
-        assert!(late(&pins, Some(&claim("u1")), Some(&good), Some(&zone("a")), now).is_ok());
-        let other_zone = late(&pins, Some(&claim("u1")), Some(&good), Some(&zone("b")), now).unwrap_err();
+        assert!(late(&pins, Some(&claim("u1")), Some(&good), Some(&zone("a"))).is_ok());
+        let other_zone = late(&pins, Some(&claim("u1")), Some(&good), Some(&zone("b"))).unwrap_err();
         assert!(other_zone.message.contains("nodeSelector"), "{other_zone:?}");
-        assert!(late(&pins, Some(&claim("u1")), Some(&good), None, now).is_err(), "node unread: no");
+        assert!(late(&pins, Some(&claim("u1")), Some(&good), None).is_err(), "node unread: no");
         let mut other_sa = good.clone();
         other_sa.spec.as_mut().unwrap().service_account_name = Some("builder".into());
-        let refused = late(&pins, Some(&claim("u1")), Some(&other_sa), Some(&zone("a")), now).unwrap_err();
+        let refused = late(&pins, Some(&claim("u1")), Some(&other_sa), Some(&zone("a"))).unwrap_err();
         assert_eq!(refused.reason, reasons::WORKLOAD_MISMATCH);
         assert!(refused.message.contains("runs as ServiceAccount agents/builder"), "{refused:?}");
     }
@@ -614,14 +611,14 @@ mod tests {
         let mut sidecar = pod("u1", "Running", json!({"app": "planner"}), GOOD);
         sidecar.spec.as_mut().unwrap().init_containers =
             Some(vec![serde_json::from_value(json!({"name": "setup", "image": "busybox"})).unwrap()]);
-        let refused = late(&pins, Some(&claim("u1")), Some(&sidecar), None, Timestamp::UNIX_EPOCH).unwrap_err();
+        let refused = late(&pins, Some(&claim("u1")), Some(&sidecar), None).unwrap_err();
         assert!(refused.message.contains("container setup") && refused.message.contains("no image digest"));
         sidecar.status.as_mut().unwrap().init_container_statuses = Some(vec![
             serde_json::from_value(json!({"name": "setup", "image": "busybox", "imageID": format!("busybox@{BAD}"),
                 "ready": false, "restartCount": 0}))
             .unwrap(),
         ]);
-        let refused = late(&pins, Some(&claim("u1")), Some(&sidecar), None, Timestamp::UNIX_EPOCH).unwrap_err();
+        let refused = late(&pins, Some(&claim("u1")), Some(&sidecar), None).unwrap_err();
         assert!(refused.message.contains("does not allow"), "{refused:?}");
     }
 
@@ -631,7 +628,7 @@ mod tests {
         let pins = pinned("agents", &spec(AGENT_SA, Some("planner")), &agents, "td");
         let labels = json!({"app": "planner"});
         let good = pod("u1", "Running", labels.clone(), GOOD);
-        let attested = late(&pins, Some(&claim("u1")), Some(&good), None, Timestamp::UNIX_EPOCH).unwrap().unwrap();
+        let attested = late(&pins, Some(&claim("u1")), Some(&good), None).unwrap().unwrap();
         let mut deleting = good.clone();
         deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
         let mut debugged = good.clone();

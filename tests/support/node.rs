@@ -131,9 +131,7 @@ pub fn pod_http_status(cluster: &Cluster, pod: &Pod, path: &str) -> u16 {
 
 /// `kube_jit_leader` of an operator Pod, from its /metrics.
 pub fn pod_leader_metric(cluster: &Cluster, pod: &Pod) -> Option<f64> {
-    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone())?;
-    let out = in_node_netns(cluster, "curl", &["-s", "--max-time", "5", &format!("http://{ip}:8080/metrics")]);
-    super::operator::metric(&String::from_utf8_lossy(&out.stdout), "kube_jit_leader")
+    pod_metric(cluster, pod, "kube_jit_leader")
 }
 
 /// The operator's Pods that are Running and Ready (not being deleted).
@@ -202,24 +200,7 @@ pub async fn run_agent_pod(
     limit: Duration,
 ) -> (bool, String) {
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "agents");
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "serviceAccountName": service_account,
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "agent",
-                "image": AGENT_IMAGE,
-                "imagePullPolicy": "Never",
-                "args": args,
-                "securityContext": {
-                    "runAsNonRoot": true, "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}
-                }
-            }]
-        }
-    }))
-    .unwrap();
+    let pod = pod_body(name, service_account, json!({}), AGENT_IMAGE, args);
     pods.create(&PostParams::default(), &pod).await.expect("create the agent pod");
     let ended = super::eventually_value(limit, || async {
         let phase = pods.get(name).await.ok()?.status?.phase?;
@@ -288,7 +269,22 @@ pub async fn start_pod(
     limit: Duration,
 ) -> Pod {
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "agents");
-    let pod: Pod = serde_json::from_value(json!({
+    let pod = pod_body(name, service_account, labels, image, args);
+    pods.create(&PostParams::default(), &pod).await.expect("create the pod");
+    let running = super::eventually_value(limit, || async {
+        let pod = pods.get(name).await.ok()?;
+        let phase = pod.status.as_ref()?.phase.clone()?;
+        (phase == "Running").then_some(pod)
+    })
+    .await;
+    running.unwrap_or_else(|| panic!("pod {name} is not Running after {limit:?}"))
+}
+
+/// A Pod `name` running as `service_account`, labelled `labels`, with one
+/// container `agent` of `image` (never pulled: imported into the node) and
+/// `args`, under Pod Security's restricted rules.
+fn pod_body(name: &str, service_account: &str, labels: serde_json::Value, image: &str, args: &[&str]) -> Pod {
+    serde_json::from_value(json!({
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "serviceAccountName": service_account,
@@ -307,15 +303,7 @@ pub async fn start_pod(
             }]
         }
     }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.expect("create the pod");
-    let running = super::eventually_value(limit, || async {
-        let pod = pods.get(name).await.ok()?;
-        let phase = pod.status.as_ref()?.phase.clone()?;
-        (phase == "Running").then_some(pod)
-    })
-    .await;
-    running.unwrap_or_else(|| panic!("pod {name} is not Running after {limit:?}"))
+    .unwrap()
 }
 
 /// The ServiceAccount token the kubelet projected into `pod` (bound to the
