@@ -63,6 +63,22 @@ pub fn memory_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Resident memory once it settles: two reads 1 s apart within 1 %, for at
+/// most `limit` (one read a second). Returns (VmRSS in MiB, whether it
+/// settled); the last read when it never did.
+pub async fn settled_rss(pid: u32, limit: Duration) -> (f64, bool) {
+    let mut last = memory_mib(pid).0;
+    for _ in 0..limit.as_secs().max(1) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = memory_mib(pid).0;
+        if (now - last).abs() <= last * 0.01 {
+            return (now, true);
+        }
+        last = now;
+    }
+    (last, false)
+}
+
 /// CPU seconds (user + system) a process has used.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

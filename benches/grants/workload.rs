@@ -18,6 +18,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::board::Board;
 use crate::measure;
 use crate::world::{self, World};
 
@@ -93,18 +94,9 @@ async fn wait_held(port: u16, pods: usize, limit: Duration) -> anyhow::Result<()
     Ok(())
 }
 
-/// Resident memory once it settles (two reads 1 s apart within 1 %), MiB.
+/// Resident memory once it settles (two reads 1 s apart within 1 %, at most 20 s), MiB.
 async fn settled_rss(pid: u32) -> f64 {
-    let mut last = measure::memory_mib(pid).0;
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = measure::memory_mib(pid).0;
-        if (now - last).abs() <= last * 0.01 {
-            return now;
-        }
-        last = now;
-    }
-    last
+    measure::settled_rss(pid, Duration::from_secs(20)).await.0
 }
 
 pub async fn run(world: &World, sizes: &Sizes) -> anyhow::Result<Value> {
@@ -144,6 +136,7 @@ pub async fn run(world: &World, sizes: &Sizes) -> anyhow::Result<Value> {
     }
     let pid = world.operator.pid();
     let before = settled_rss(pid).await;
+    let board = Board::watch(admin.clone(), NS);
 
     // One Running Pod per agent asks with its own pod-bound token.
     create_all(
@@ -168,22 +161,13 @@ pub async fn run(world: &World, sizes: &Sizes) -> anyhow::Result<Value> {
                      "role": {"kind": "ClusterRole", "name": "view"}, "namespaces": [world::TARGET_NS], "purpose": "benchmark"}}))?;
         Api::<kube_jit::api::AccessRequest>::namespaced(client, NS).create(&PostParams::default(), &request).await?;
     }
-    let requests: Api<kube_jit::api::AccessRequest> = Api::namespaced(admin.clone(), NS);
-    loop {
-        let list = requests.list(&ListParams::default()).await?.items;
-        let phases: Vec<_> = list.iter().map(|r| r.status.as_ref().map(|s| s.phase)).collect();
-        if let Some(bad) = list.iter().find(|r| r.status.as_ref().is_some_and(|s| s.phase.is_terminal())) {
-            anyhow::bail!(
-                "{} ended: {:?}",
-                bad.metadata.name.as_deref().unwrap_or(""),
-                bad.status.as_ref().map(|s| &s.conditions)
-            );
-        }
-        if phases.iter().filter(|p| **p == Some(kube_jit::api::Phase::Granted)).count() == sizes.agents {
-            break;
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "workload-bound grants not made: {phases:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each one Granted as a watch sees it: the time is the watch's, not a poll's.
+    for i in 0..sizes.agents {
+        let left = Duration::from_secs(300).saturating_sub(started.elapsed());
+        board
+            .wait(&format!("bound-{i}"), kube_jit::api::Phase::Granted, left)
+            .await
+            .map_err(|e| anyhow::anyhow!("workload-bound grants not made: {e}"))?;
     }
     let granted_in = started.elapsed();
     wait_held(port, sizes.agents, Duration::from_secs(120)).await?;
