@@ -12,12 +12,23 @@ use crate::grants::{self, clean_slate};
 use crate::measure::{Summary, ms};
 use crate::world::World;
 
+/// Targets against the floor in the same round: p50 and p99 ratios from 10 in
+/// flight up (at 1 the ratio is reported, not judged), and kube-jit's
+/// throughput as a share of the floor's from 100 in flight up.
+pub const P50_RATIO_TARGET: f64 = 1.5;
+pub const P99_RATIO_TARGET: f64 = 2.0;
+pub const RATIO_TARGETS_FROM: usize = 10;
+pub const THROUGHPUT_SHARE_TARGET: f64 = 0.5;
+pub const THROUGHPUT_TARGET_FROM: usize = 100;
+
 pub struct Round {
     pub concurrency: usize,
     pub operator: Vec<f64>,
     pub floor: Vec<f64>,
-    /// Grants per second through kube-jit at this concurrency.
+    /// Grants completed per second through kube-jit in this round (its part
+    /// of the round: first request made → last grant usable).
     pub operator_rate: f64,
+    /// The same for the floor.
     pub floor_rate: f64,
     /// Grants whose first TokenRequest after Granted was refused (authorizer lag).
     pub mint_refused: usize,
@@ -26,12 +37,29 @@ pub struct Round {
 impl Round {
     pub fn json(&self) -> Value {
         let (o, f) = (Summary::of(&self.operator), Summary::of(&self.floor));
+        let (r50, r99, share) = (o.p50 / f.p50, o.p99 / f.p99, self.operator_rate / self.floor_rate);
+        let judged = self.concurrency >= RATIO_TARGETS_FROM;
+        let throughput_judged = self.concurrency >= THROUGHPUT_TARGET_FROM;
+        let meets = |judged: bool, ok: bool| if judged { json!(ok) } else { Value::Null };
         json!({
             "concurrency": self.concurrency,
             "operator": o.json(), "floor": f.json(),
-            "ratio_p50": crate::measure::round(o.p50 / f.p50), "ratio_p99": crate::measure::round(o.p99 / f.p99),
+            "ratio_p50": crate::measure::round(r50), "ratio_p99": crate::measure::round(r99),
             "operator_grants_per_s": crate::measure::round(self.operator_rate),
             "floor_grants_per_s": crate::measure::round(self.floor_rate),
+            // Grants completed per second in the round, kube-jit over the floor.
+            "grants_per_s_share_of_floor": crate::measure::round(share * 100.0).as_f64().map(|p| p / 100.0),
+            // Targets (null where none applies at this concurrency) and whether they are met.
+            "targets": {
+                "ratio_p50_max": judged.then_some(P50_RATIO_TARGET),
+                "ratio_p99_max": judged.then_some(P99_RATIO_TARGET),
+                "grants_per_s_share_of_floor_min": throughput_judged.then_some(THROUGHPUT_SHARE_TARGET),
+            },
+            "meets": {
+                "ratio_p50": meets(judged, r50 <= P50_RATIO_TARGET),
+                "ratio_p99": meets(judged, r99 <= P99_RATIO_TARGET),
+                "grants_per_s_share_of_floor": meets(throughput_judged, share >= THROUGHPUT_SHARE_TARGET),
+            },
             "operator_first_token_request_refused": self.mint_refused,
             "operator_samples_ms": self.operator, "floor_samples_ms": self.floor,
         })

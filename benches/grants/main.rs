@@ -53,7 +53,8 @@ impl Counts {
 
     fn reduced() -> Counts {
         Counts {
-            latency: vec![(1, 5), (5, 10)],
+            // 1 and 10 in flight: the levels where a ratio is printed alone and judged.
+            latency: vec![(1, 5), (10, 20)],
             revocation: vec![20],
             burst: 50,
             scale: 100,

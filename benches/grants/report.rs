@@ -8,8 +8,11 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::latency::{
+    self, P50_RATIO_TARGET, P99_RATIO_TARGET, RATIO_TARGETS_FROM, THROUGHPUT_SHARE_TARGET, THROUGHPUT_TARGET_FROM,
+};
 use crate::plots::{self, Curve, Tick};
-use crate::{latency, revocation};
+use crate::revocation;
 
 pub fn machine(repo: &Path) -> Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
@@ -91,6 +94,15 @@ fn f(v: &Value) -> String {
     }
 }
 
+/// A verdict recorded in the results (`true`/`false`), or nothing where no target applies.
+fn judged(meets: &Value) -> &'static str {
+    match meets.as_bool() {
+        Some(true) => "meets",
+        Some(false) => "MISSES",
+        None => "-",
+    }
+}
+
 fn verdict(value: f64, limit: f64) -> &'static str {
     if !value.is_finite() {
         "n/a"
@@ -123,26 +135,45 @@ pub fn summary(r: &Value) -> String {
     );
     let _ = writeln!(
         s,
-        "{:>9} {:>7}  {:>22}  {:>22}  {:>17}  {:>17}",
-        "in flight", "samples", "kube-jit p50/p90/p99", "floor p50/p90/p99", "p50 ratio (≤1.5)", "p99 ratio (≤3)"
+        "{:>9} {:>7}  {:>22}  {:>22}  {:>18}  {:>18}  grants/s kube-jit / floor",
+        "in flight",
+        "samples",
+        "kube-jit p50/p90/p99",
+        "floor p50/p90/p99",
+        format!("p50 ratio (≤{P50_RATIO_TARGET}×)"),
+        format!("p99 ratio (≤{P99_RATIO_TARGET}×)")
     );
     for l in fig["grant_latency"].as_array().into_iter().flatten() {
         let (o, fl) = (&l["operator"], &l["floor"]);
         let trio = |x: &Value| format!("{}/{}/{}", f(&x["p50_ms"]), f(&x["p90_ms"]), f(&x["p99_ms"]));
         let (r50, r99) = (l["ratio_p50"].as_f64().unwrap_or(f64::NAN), l["ratio_p99"].as_f64().unwrap_or(f64::NAN));
+        let share = l["grants_per_s_share_of_floor"].as_f64().unwrap_or(f64::NAN) * 100.0;
+        let throughput = match judged(&l["meets"]["grants_per_s_share_of_floor"]) {
+            "-" => format!("({share:.0} %)"),
+            v => format!("({share:.0} %, ≥ {:.0} %: {v})", THROUGHPUT_SHARE_TARGET * 100.0),
+        };
         let _ = writeln!(
             s,
-            "{:>9} {:>7}  {:>22}  {:>22}  {:>10.2} {:>6}  {:>10.2} {:>6}",
-            l["concurrency"],
-            o["n"],
+            "{:>9} {:>7}  {:>22}  {:>22}  {:>11.2} {:>6}  {:>11.2} {:>6}  {:>6} / {:>6} {}",
+            l["concurrency"].to_string(),
+            o["n"].to_string(),
             trio(o),
             trio(fl),
             r50,
-            verdict(r50, 1.5),
+            judged(&l["meets"]["ratio_p50"]),
             r99,
-            verdict(r99, 3.0)
+            judged(&l["meets"]["ratio_p99"]),
+            f(&l["operator_grants_per_s"]),
+            f(&l["floor_grants_per_s"]),
+            throughput
         );
     }
+    let _ = writeln!(
+        s,
+        "  targets: p50 ≤ {P50_RATIO_TARGET}× and p99 ≤ {P99_RATIO_TARGET}× the floor's from {RATIO_TARGETS_FROM} in flight (none below); \
+         from {THROUGHPUT_TARGET_FROM} in flight, kube-jit grants/s ≥ {:.0} % of the floor's",
+        THROUGHPUT_SHARE_TARGET * 100.0
+    );
     let refused: Vec<String> = fig["grant_latency"]
         .as_array()
         .into_iter()
