@@ -2,6 +2,7 @@
 //! API requests per grant lifecycle, leaks), and scale (many live grants:
 //! memory, CPU per grant, a restart with grants expiring while it is down).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -11,10 +12,22 @@ use serde_json::{Value, json};
 
 use crate::board::Board;
 use crate::grants::{self, Cadence, clean_slate, expires_at, instant_of, managed_objects, probe};
-use crate::measure::{self, Summary, breakdown, breakdown_json, ms, ms_between};
-use crate::world::{AGENTS_NS, FLOOR_USER, OPERATOR_USER, World};
+use crate::measure::{self, Call, Summary, breakdown, breakdown_json, ms, ms_between};
+use crate::world::{AGENTS_NS, FLOOR_USER, GC_USER, OPERATOR_USER, World};
 
 const BURST_CONCURRENCY: usize = 100;
+/// The operator's API requests per grant lifecycle, at most (burst).
+pub const REQUESTS_PER_LIFECYCLE_TARGET: f64 = 8.0;
+/// Live grants at which the scale section pauses to read the operator's
+/// memory (those below N, and N itself).
+const RSS_CHECKPOINTS: [usize; 3] = [1_000, 3_000, 10_000];
+/// How long a checkpoint waits for memory to settle before taking the last read.
+const RSS_SETTLE_LIMIT: Duration = Duration::from_secs(30);
+/// Resident memory target, MiB, and the live grants it applies at.
+pub const RSS_TARGET_MIB: f64 = 200.0;
+pub const RSS_TARGET_AT: usize = 10_000;
+/// A request made when a restarted operator is ready is granted within this, ms.
+pub const CANARY_TARGET_MS: f64 = 2_000.0;
 
 /// `n` requests at once (100 in flight): until all are Granted; then every
 /// one revoked at once (`spec.revoke`, as the requester would) until all are
@@ -63,8 +76,9 @@ pub async fn burst(w: &World, board: &Board, n: usize) -> anyhow::Result<Value> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let calls = measure::calls_since(&w.audit_log(), position, &[OPERATOR_USER]);
+    let calls = measure::calls_since(&w.audit_log(), position, &[OPERATOR_USER, GC_USER]);
     let operator_calls = breakdown(&calls, OPERATOR_USER);
+    let (gc_managed, gc_all) = garbage_collector_calls(&calls);
     clean_slate(w, Duration::from_secs(300)).await?;
 
     let position = measure::audit_position(&w.audit_log());
@@ -93,26 +107,65 @@ pub async fn burst(w: &World, board: &Board, n: usize) -> anyhow::Result<Value> 
         "grants": n, "in_flight": BURST_CONCURRENCY,
         "operator": {"all_granted_s": all_granted.as_secs_f64(), "all_revoked_s": all_revoked.as_secs_f64(),
                      "api_requests_per_lifecycle": measure::round(total(&operator_calls)),
+                     "api_requests_per_lifecycle_target": REQUESTS_PER_LIFECYCLE_TARGET,
                      "api_requests": breakdown_json(&operator_calls, n),
                      "cpu_seconds_per_lifecycle": measure::round(cpu / n as f64 * 1000.0).as_f64().map(|v| v / 1000.0),
                      "leaked_objects": leaked.len(), "leaked": leaked},
         "floor": {"all_granted_s": floor_granted.as_secs_f64(), "all_revoked_s": floor_revoked.as_secs_f64(),
                   "api_requests_per_lifecycle": measure::round(total(&floor_calls)),
                   "api_requests": breakdown_json(&floor_calls, n)},
+        // Not the operator's requests, so not in its figure: what the garbage
+        // collector does on the operator's objects over the same span.
+        "garbage_collector": {"user": GC_USER,
+                              "requests_per_lifecycle_on_managed_objects": measure::round(total(&gc_managed)),
+                              "api_requests_on_managed_objects": breakdown_json(&gc_managed, n),
+                              "requests_per_lifecycle_in_span": measure::round(total(&gc_all)),
+                              "api_requests_in_span": breakdown_json(&gc_all, n)},
     }))
 }
 
+/// Requests counted by `verb resource`, as [`breakdown`] gives them.
+type Counts = Vec<(String, usize)>;
+
+/// Kinds of object kube-jit labels as its own (what `managed_objects` lists).
+const MANAGED_RESOURCES: [&str; 6] =
+    ["serviceaccounts", "secrets", "roles", "rolebindings", "clusterroles", "clusterrolebindings"];
+
+/// The garbage collector's requests among `calls`, counted by verb and
+/// resource: (those on objects of a managed kind that the operator wrote or
+/// deleted in the same span, every one of them). The audit log is at
+/// Metadata level, so an object is known by resource, namespace and name.
+fn garbage_collector_calls(calls: &[Call]) -> (Counts, Counts) {
+    let key = |c: &Call| (c.resource.clone(), c.namespace.clone(), c.name.clone());
+    let written = ["create", "update", "patch", "delete"];
+    let managed: HashSet<_> = calls
+        .iter()
+        .filter(|c| c.user == OPERATOR_USER && written.contains(&c.verb.as_str()) && !c.name.is_empty())
+        .filter(|c| MANAGED_RESOURCES.contains(&c.resource.as_str()))
+        .map(key)
+        .collect();
+    let on_managed: Vec<Call> =
+        calls.iter().filter(|c| c.user == GC_USER && managed.contains(&key(c))).cloned().collect();
+    (breakdown(&on_managed, GC_USER), breakdown(calls, GC_USER))
+}
+
 /// `n` live grants (100 in flight while making them): the operator's memory
-/// and CPU per grant; then a restart, with `overdue` grants expiring while it
+/// once it settles at 1,000, 3,000 and 10,000 live grants (those up to `n`)
+/// and at `n`, making paused while it is read, and CPU per grant; then a restart, with `overdue` grants expiring while it
 /// is down: time to ready, to caught up, and to revoking the overdue ones.
 pub async fn scale(w: &mut World, board: &Board, n: usize, overdue: usize, overdue_for: &str) -> anyhow::Result<Value> {
     let pid = w.operator.pid();
     let (rss0, _) = measure::memory_mib(pid);
     let cpu0 = measure::cpu_seconds(pid);
-    let start = Instant::now();
-    {
+    // Made in steps up to each checkpoint; making pauses while memory settles.
+    let mut marks: Vec<usize> = RSS_CHECKPOINTS.into_iter().filter(|&c| c < n).collect();
+    marks.push(n);
+    let (mut made, mut made_in, mut cpu_making) = (0, Duration::ZERO, 0.0);
+    let mut checkpoints = Vec::new();
+    for mark in marks {
+        let (start, cpu_start) = (Instant::now(), measure::cpu_seconds(pid));
         let w = &*w;
-        futures::stream::iter(0..n)
+        futures::stream::iter(made..mark)
             .map(|i| async move {
                 let name = format!("scale-{i}");
                 grants::request(w, &name, "1h").await?;
@@ -121,13 +174,22 @@ pub async fn scale(w: &mut World, board: &Board, n: usize, overdue: usize, overd
             .buffer_unordered(BURST_CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await?;
+        made_in += start.elapsed();
+        cpu_making += measure::cpu_seconds(pid) - cpu_start;
+        made = mark;
+        let waited = Instant::now();
+        let (rss, settled) = measure::settled_rss(pid, RSS_SETTLE_LIMIT).await;
+        eprintln!(
+            "   {mark} live grants: VmRSS {rss:.1} MiB ({})",
+            if settled { "settled" } else { "not settled in 30 s" }
+        );
+        checkpoints.push((mark, rss, settled, waited.elapsed()));
     }
-    let made_in = start.elapsed();
-    let cpu_making = measure::cpu_seconds(pid) - cpu0;
-    // Let the follow-up reconciles of the last grants settle before reading memory.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (rss, hwm) = measure::memory_mib(pid);
+    // The last checkpoint is N: memory once the last grants' follow-ups settled.
+    let (_, rss, _, _) = checkpoints.last().copied().unwrap_or((n, f64::NAN, false, Duration::ZERO));
+    let hwm = measure::memory_mib(pid).1;
     let cpu_settled = measure::cpu_seconds(pid) - cpu0;
+    let at_target = checkpoints.iter().find(|c| c.0 == RSS_TARGET_AT).map(|c| c.1);
 
     // Grants that will expire while the operator is down.
     let short: Vec<grants::Held> = {
@@ -183,6 +245,12 @@ pub async fn scale(w: &mut World, board: &Board, n: usize, overdue: usize, overd
         "live_grants": n, "in_flight": BURST_CONCURRENCY,
         "made_in_s": made_in.as_secs_f64(), "grants_per_s": measure::round(n as f64 / made_in.as_secs_f64()),
         "rss_mib_before": measure::round(rss0), "rss_mib": measure::round(rss), "hwm_mib": measure::round(hwm),
+        // [live grants, VmRSS MiB] once settled (making paused), at each checkpoint.
+        "rss_at_live_grants": checkpoints.iter().map(|c| json!([c.0, measure::round(c.1)])).collect::<Vec<_>>(),
+        "rss_at_live_grants_settled": checkpoints.iter().map(|c| c.2).collect::<Vec<_>>(),
+        "rss_at_live_grants_waited_s": checkpoints.iter().map(|c| measure::round(c.3.as_secs_f64())).collect::<Vec<_>>(),
+        "rss_target_mib": RSS_TARGET_MIB, "rss_target_at_live_grants": RSS_TARGET_AT,
+        "rss_meets_target": at_target.map(|r| r <= RSS_TARGET_MIB),
         "cpu_ms_per_grant_made": measure::round(cpu_making / n as f64 * 1000.0),
         "cpu_ms_per_grant_settled": measure::round(cpu_settled / n as f64 * 1000.0),
         "restart": {
@@ -190,6 +258,8 @@ pub async fn scale(w: &mut World, board: &Board, n: usize, overdue: usize, overd
             "ready_ms": measure::round(ready_ms),
             "caught_up_ms": caught_up.map(measure::round),
             "canary_grant_ms": measure::round(canary_ms),
+            "canary_grant_target_ms": CANARY_TARGET_MS,
+            "canary_grant_meets_target": canary_ms <= CANARY_TARGET_MS,
             "overdue_to_403_ms": Summary::of(&overdue_403).json(),
             "overdue_never_403": overdue - overdue_403.len(),
             "api_requests": breakdown_json(&catch_up_calls, n),

@@ -108,6 +108,8 @@ pub struct Call {
     /// `verb resource[/subresource]`.
     pub what: String,
     pub verb: String,
+    /// The resource alone (no subresource).
+    pub resource: String,
     pub namespace: String,
     pub name: String,
     pub code: u16,
@@ -148,7 +150,8 @@ pub fn read_calls(log: &Path, position: &mut u64, users: &[&str]) -> Vec<Call> {
             continue;
         }
         let r = &e["objectRef"];
-        let mut what = r["resource"].as_str().unwrap_or("-").to_string();
+        let resource = r["resource"].as_str().unwrap_or("-").to_string();
+        let mut what = resource.clone();
         if let Some(sub) = r["subresource"].as_str() {
             what = format!("{what}/{sub}");
         }
@@ -157,6 +160,7 @@ pub fn read_calls(log: &Path, position: &mut u64, users: &[&str]) -> Vec<Call> {
             user: user.to_string(),
             what: format!("{verb} {what}"),
             verb,
+            resource,
             namespace: r["namespace"].as_str().unwrap_or_default().to_string(),
             name: r["name"].as_str().unwrap_or_default().to_string(),
             code: e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,

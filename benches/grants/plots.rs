@@ -103,3 +103,16 @@ pub fn timeline(path: &Path, ticks: &[Tick], sections: &[(f64, String)]) -> anyh
     root.present()?;
     Ok(())
 }
+
+/// 10000 → "10,000".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -21,6 +21,11 @@ pub const TARGET_NS: &str = "bench-target";
 pub const OPERATOR_USER: &str = "system:serviceaccount:kube-jit-system:kube-jit";
 pub const FLOOR_USER: &str = "system:serviceaccount:kube-jit-system:bench-floor";
 pub const AGENT_USER: &str = "system:serviceaccount:bench-agents:bench-agent";
+/// kube-controller-manager's garbage collector: hack/local-cluster.sh runs the
+/// controllers with `--use-service-account-credentials`, so its writes and
+/// owner look-ups carry this user (its informers' lists and watches carry
+/// `system:kube-controller-manager`).
+pub const GC_USER: &str = "system:serviceaccount:kube-system:generic-garbage-collector";
 /// Label on everything the floor client makes, so cleanup finds it.
 pub const FLOOR_LABEL: &str = "kubejit.io/bench";
 
