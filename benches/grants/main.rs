@@ -207,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
     });
     std::fs::write(args.out.join("bench-results.json"), serde_json::to_string_pretty(&results)?)?;
     let _ = std::fs::remove_file(&partial);
-    report::plots(&args.out, &rounds, &revocations, &ticks, &sections)?;
+    report::plots(&args.out, &rounds, &revocations, &ticks, &sections, &results)?;
     let summary = report::summary(&results);
     print!("{summary}");
     std::fs::write(args.out.join("summary.txt"), &summary)?;

@@ -1,8 +1,10 @@
-//! SVG plots of a run: latency distributions (kube-jit beside the floor) and
-//! the timeline of live grants and operator memory.
+//! SVG plots of a run: latency distributions (kube-jit beside the floor),
+//! latency and throughput against requests in flight, operator memory against
+//! live grants, and the timeline of live grants and operator memory.
 
 use std::path::Path;
 
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 /// One curve of a distribution plot.
@@ -100,6 +102,221 @@ pub fn timeline(path: &Path, ticks: &[Tick], sections: &[(f64, String)]) -> anyh
         ticks.iter().filter(|t| t.rss_mib.is_finite()).map(|t| (t.seconds, t.rss_mib)),
         color(1).stroke_width(2),
     ))?;
+    root.present()?;
+    Ok(())
+}
+
+/// One level of requests in flight in the grant-latency rounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Level {
+    pub in_flight: usize,
+    /// Grant latency percentiles, ms.
+    pub operator_p50: f64,
+    pub operator_p99: f64,
+    pub floor_p50: f64,
+    pub floor_p99: f64,
+    /// Grants completed per second in the round.
+    pub operator_rate: f64,
+    pub floor_rate: f64,
+}
+
+/// Which figure of a level a line or bar shows.
+type Pick = fn(&Level) -> f64;
+
+/// The in-flight axis (log scale) around the levels measured.
+fn in_flight_range(levels: &[Level]) -> std::ops::Range<f64> {
+    let lo = levels.iter().map(|l| l.in_flight).min().unwrap_or(1).max(1) as f64;
+    let hi = levels.iter().map(|l| l.in_flight).max().unwrap_or(1).max(1) as f64;
+    lo / 1.8..hi * 1.8
+}
+
+/// Grant latency p50 and p99 against requests in flight: kube-jit and the
+/// floor, four lines.
+pub fn latency_vs_inflight(path: &Path, levels: &[Level]) -> anyhow::Result<()> {
+    let max = levels
+        .iter()
+        .flat_map(|l| [l.operator_p50, l.operator_p99, l.floor_p50, l.floor_p99])
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max);
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("grant latency against requests in flight (dashed: p99)", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(in_flight_range(levels).log_scale(), 0f64..max * 1.2)?;
+    chart
+        .configure_mesh()
+        .x_desc("requests in flight (log scale)")
+        .y_desc("ms, request created → first in-scope 200")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    let lines: [(&str, Pick, RGBColor, bool); 4] = [
+        ("kube-jit p50", |l| l.operator_p50, color(0), false),
+        ("kube-jit p99", |l| l.operator_p99, color(0), true),
+        ("floor p50", |l| l.floor_p50, color(1), false),
+        ("floor p99", |l| l.floor_p99, color(1), true),
+    ];
+    for (label, value, c, dashed) in lines {
+        let points: Vec<(f64, f64)> =
+            levels.iter().map(|l| (l.in_flight as f64, value(l))).filter(|p| p.1.is_finite()).collect();
+        let style = c.stroke_width(if dashed { 2 } else { 3 });
+        if dashed {
+            chart
+                .draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))?
+                .label(label)
+                .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 6, 4, style));
+        } else {
+            chart
+                .draw_series(LineSeries::new(points.clone(), style))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        }
+        // A marker and the value at each level (p99 above the point, p50 below).
+        // kube-jit's right of the point, the floor's left; p99 above, p50 below.
+        let dx = if label.starts_with("kube-jit") { 6 } else { -32 };
+        let dy = if dashed { -16 } else { 6 };
+        chart.draw_series(points.iter().map(|&p| {
+            EmptyElement::at(p)
+                + Circle::new((0, 0), 4, c.filled())
+                + Text::new(format!("{:.0}", p.1), (dx, dy), ("sans-serif", 12).into_font().color(&c))
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Grants completed per second against requests in flight, kube-jit's bar
+/// beside the floor's, with kube-jit's target (a share of the floor's) marked
+/// where it applies.
+pub fn throughput_vs_inflight(path: &Path, levels: &[Level], share: f64, from: usize) -> anyhow::Result<()> {
+    let max = levels.iter().flat_map(|l| [l.operator_rate, l.floor_rate]).filter(|v| v.is_finite()).fold(1.0, f64::max);
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("throughput against requests in flight: grants completed per second", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(in_flight_range(levels).log_scale(), 0f64..max * 1.2)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_desc("requests in flight (log scale)")
+        .y_desc("grants per second")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    // Bars of equal width on the log axis: kube-jit left of the level, the floor right.
+    const WIDTH: f64 = 1.35;
+    let sides: [(&str, Pick, RGBColor, bool); 2] =
+        [("kube-jit", |l| l.operator_rate, color(0), true), ("floor", |l| l.floor_rate, color(1), false)];
+    for (label, value, c, left) in sides {
+        let bars: Vec<_> = levels
+            .iter()
+            .filter(|l| value(l).is_finite())
+            .map(|l| {
+                let x = l.in_flight as f64;
+                let (x0, x1) = if left { (x / WIDTH, x) } else { (x, x * WIDTH) };
+                (x0, x1, value(l))
+            })
+            .collect();
+        chart
+            .draw_series(bars.iter().map(|&(x0, x1, v)| Rectangle::new([(x0, 0.0), (x1, v)], c.mix(0.8).filled())))?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.mix(0.8).filled()));
+        chart.draw_series(bars.iter().map(|&(x0, _, v)| {
+            EmptyElement::at((x0, v)) + Text::new(format!("{v:.1}"), (2, -16), ("sans-serif", 12))
+        }))?;
+    }
+    let judged: Vec<_> = levels.iter().filter(|l| l.in_flight >= from && l.floor_rate.is_finite()).collect();
+    if !judged.is_empty() {
+        let style = BLACK.stroke_width(2);
+        for l in &judged {
+            let (x, y) = (l.in_flight as f64, l.floor_rate * share);
+            chart.draw_series(DashedLineSeries::new([(x / WIDTH / 1.05, y), (x * 1.02, y)], 5, 3, style))?;
+        }
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label(format!("target: kube-jit ≥ {:.0} % of the floor's (from {from} in flight)", share * 100.0))
+            .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 5, 3, style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The operator's resident memory against live grants (scale section, read
+/// once settled at each checkpoint), with the target as a horizontal line and
+/// the restarted process's memory as a point of its own.
+pub fn rss_vs_grants(
+    path: &Path,
+    points: &[(f64, f64)],
+    after_restart: Option<(f64, f64)>,
+    target_mib: f64,
+    target_at: usize,
+) -> anyhow::Result<()> {
+    let all = points.iter().chain(after_restart.iter());
+    let max_x = all.clone().map(|p| p.0).fold(1.0, f64::max);
+    let max_y = all.map(|p| p.1).filter(|v| v.is_finite()).fold(target_mib, f64::max);
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("operator resident memory (VmRSS, settled) against live grants", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..max_x * 1.1, 0f64..max_y * 1.2)?;
+    chart
+        .configure_mesh()
+        .x_desc("live grants")
+        .y_desc("MiB")
+        .x_label_formatter(&|x| thousands(*x as u64))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    let line = color(0).stroke_width(3);
+    chart
+        .draw_series(LineSeries::new(points.iter().copied().filter(|p| p.1.is_finite()), line))?
+        .label("kube-jit while making grants (making paused at each point)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], line));
+    chart.draw_series(points.iter().filter(|p| p.1.is_finite()).map(|&p| {
+        EmptyElement::at(p)
+            + Circle::new((0, 0), 5, color(0).filled())
+            + Text::new(format!("{:.0} MiB", p.1), (6, -18), ("sans-serif", 12))
+    }))?;
+    if let Some(p) = after_restart.filter(|p| p.1.is_finite()) {
+        let c = color(2);
+        chart
+            .draw_series([EmptyElement::at(p)
+                + TriangleMarker::new((0, 0), 7, c.filled())
+                + Text::new(format!("{:.0} MiB", p.1), (8, 4), ("sans-serif", 12))])?
+            .label("after a restart with the same grants (fresh process)")
+            .legend(move |(x, y)| TriangleMarker::new((x + 12, y), 6, c.filled()));
+    }
+    let target = color(1).stroke_width(2);
+    chart
+        .draw_series(DashedLineSeries::new([(0.0, target_mib), (max_x * 1.1, target_mib)], 10, 6, target))?
+        .label(format!("target: ≤ {target_mib:.0} MiB at {} live grants", thousands(target_at as u64)))
+        .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 6, 4, target));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::economy::{CANARY_TARGET_MS, REQUESTS_PER_LIFECYCLE_TARGET, RSS_TARGET
 use crate::latency::{
     self, P50_RATIO_TARGET, P99_RATIO_TARGET, RATIO_TARGETS_FROM, THROUGHPUT_SHARE_TARGET, THROUGHPUT_TARGET_FROM,
 };
+use crate::measure::Summary;
 use crate::plots::{self, Curve, Tick};
 use crate::revocation;
 
@@ -39,7 +40,41 @@ pub fn plots(
     revocations: &[revocation::Round],
     ticks: &[Tick],
     sections: &[(f64, String)],
+    results: &Value,
 ) -> anyhow::Result<()> {
+    let levels: Vec<plots::Level> = rounds
+        .iter()
+        .map(|r| {
+            let (o, fl) = (Summary::of(&r.operator), Summary::of(&r.floor));
+            plots::Level {
+                in_flight: r.concurrency,
+                operator_p50: o.p50,
+                operator_p99: o.p99,
+                floor_p50: fl.p50,
+                floor_p99: fl.p99,
+                operator_rate: r.operator_rate,
+                floor_rate: r.floor_rate,
+            }
+        })
+        .collect();
+    plots::latency_vs_inflight(&out.join("latency-vs-inflight.svg"), &levels)?;
+    plots::throughput_vs_inflight(
+        &out.join("throughput-vs-inflight.svg"),
+        &levels,
+        THROUGHPUT_SHARE_TARGET,
+        THROUGHPUT_TARGET_FROM,
+    )?;
+    // Memory against live grants, when the scale section ran.
+    if let Some(sc) = results["figures"].get("scale") {
+        let points: Vec<(f64, f64)> = sc["rss_at_live_grants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| (p[0].as_f64().unwrap_or(f64::NAN), p[1].as_f64().unwrap_or(f64::NAN)))
+            .collect();
+        let after = sc["restart"]["rss_mib_after"].as_f64().and_then(|r| Some((sc["live_grants"].as_f64()?, r)));
+        plots::rss_vs_grants(&out.join("rss-vs-grants.svg"), &points, after, RSS_TARGET_MIB, RSS_TARGET_AT)?;
+    }
     let mut curves = Vec::new();
     for (i, r) in rounds.iter().enumerate() {
         let c = r.concurrency;
