@@ -141,6 +141,8 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
     // says Granted, but the API server's authorizer learns of it from its own
     // watch a moment later: a 403 in the first seconds is retried.
     let deadline = std::time::Instant::now() + MINT_AUTHORIZATION_GRACE;
+    // 10 ms, doubling to 200 ms: the binding is usually seen within milliseconds.
+    let mut wait = Duration::from_millis(10);
     let minted = loop {
         match api.create_token_request(&sa.name, &PostParams::default(), &token_request).await {
             // Not a refusal by admission: that answer will not change.
@@ -149,7 +151,8 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
                     && !s.message.contains("ValidatingAdmissionPolicy")
                     && std::time::Instant::now() < deadline =>
             {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(200));
             }
             other => break other?,
         }

@@ -99,7 +99,7 @@ pub async fn revoke_vanished(ctx: &Context, request: &AccessRequest) {
     let Some(grant) = status.grant.as_ref().filter(|g| g.revoked_at.is_none()) else { return };
     let name = request.name_any();
     let mut attempt = 0;
-    let own = transitions::own_objects(request, &grant.objects);
+    let own = transitions::revocable(request, &grant.objects);
     while let Err(e) = super::objects::delete_refs(&ctx.client, &own).await {
         attempt += 1;
         // The sweep removes whatever remains once the grant's expiry passes.
@@ -208,8 +208,9 @@ async fn decide(request: &AccessRequest, ctx: &Context, mut status: AccessReques
         }
         Err(refused) => return transitions::deny(request, ctx, status, refused.reason, refused.message).await,
     };
-    // One decision at a time, so per-subject limits count every grant made.
-    let decision = ctx.decisions.lock().await;
+    // One decision at a time per subject, so its limits count every grant made.
+    let subject_lock = ctx.decision_lock(&super::context::subject_key(request));
+    let decision = subject_lock.lock().await;
     let agent = ctx.agent_of(request);
     let facts = ctx.facts_for(request, agent.as_deref());
     let policies = ctx.stores.policies.state();
@@ -333,7 +334,7 @@ async fn live(
     if status.phase == Phase::Approved {
         // Interrupted between recording and making: finish making it.
         let plan = transitions::replan(ctx, request, expires_at)?;
-        return transitions::make(request, ctx, status, plan, expires_at).await;
+        return transitions::make(request, ctx, status, plan, expires_at, None).await;
     }
     let mut plan = None;
     for object in &grant.objects {
@@ -346,7 +347,8 @@ async fn live(
                 None => plan.insert(transitions::replan(ctx, request, expires_at)?),
             };
             if plan.part_of(&object.kind, &object.name) == crate::grant::Part::Usable {
-                return transitions::make_usable(request, ctx, plan, expires_at).await;
+                let identity_uid = ctx.identity_uid(&plan.holder).await?;
+                return transitions::make_usable(request, ctx, plan, expires_at, identity_uid).await;
             }
             if status.delegation_chain.len() > 1
                 && let Err(why) = delegation::parent_live_now(ctx, &status).await

@@ -12,7 +12,7 @@ use kube::{Client, Resource, ResourceExt, core::PartialObjectMeta};
 use crate::admission::Claims;
 use crate::api::access_approval::AccessApproval;
 use crate::api::access_policy::AccessPolicy;
-use crate::api::access_request::{AccessRequest, AccessRequestStatus, Phase};
+use crate::api::access_request::{AccessRequest, AccessRequestStatus};
 use crate::api::agent_identity::AgentIdentity;
 use crate::policy::ClusterFacts;
 
@@ -162,9 +162,11 @@ pub struct Context {
     pub grants_namespace: String,
     /// Where nothing is granted: the grants namespace and the operator's own.
     pub reserved_namespaces: Vec<String>,
-    /// Held while a request is decided, so concurrent decisions see each
-    /// other's grants when enforcing per-subject limits.
-    pub decisions: tokio::sync::Mutex<()>,
+    /// A lock per subject, held while one of its requests is decided
+    /// ([`Context::decision_lock`]).
+    decisions: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    /// The request cache's index by subject, kept from its watch.
+    pub index: std::sync::Arc<super::index::RequestIndex>,
     /// Grants approved by this process that the cache may not show yet:
     /// request uid → (subject, policy).
     pub pending: std::sync::Mutex<BTreeMap<String, (String, String)>>,
@@ -200,6 +202,9 @@ const CACHE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a terminal write is remembered, once [`PRUNE_AT`] entries are held.
 const TERMINAL_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// The window of a rate cap whose window does not parse (as evaluate reads it).
+const RATE_WINDOW_FALLBACK: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Size at which the per-request maps are pruned.
 const PRUNE_AT: usize = 4096;
 
@@ -219,7 +224,8 @@ impl Context {
                 crate::names::DEFAULT_GRANTS_NAMESPACE.into(),
                 crate::names::DEFAULT_OPERATOR_NAMESPACE.into(),
             ],
-            decisions: tokio::sync::Mutex::new(()),
+            decisions: std::sync::Mutex::new(std::collections::HashMap::new()),
+            index: std::sync::Arc::default(),
             pending: std::sync::Mutex::new(BTreeMap::new()),
             written: std::sync::Mutex::new(BTreeMap::new()),
             conflicts: std::sync::Mutex::new(BTreeMap::new()),
@@ -252,6 +258,17 @@ impl Context {
             return Ok(true);
         }
         super::objects::exists_ref(&self.client, object).await
+    }
+
+    /// The uid of the grant identity `holder` (a ServiceAccount), from the
+    /// cache or else the API server; `None` if it does not exist.
+    pub async fn identity_uid(&self, holder: &crate::api::ObjectRef) -> crate::Result<Option<String>> {
+        if let Some(uid) = self.managed.as_ref().and_then(|m| m.service_account_uid(&holder.namespace, &holder.name)) {
+            return Ok(Some(uid));
+        }
+        let api =
+            kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.client.clone(), &holder.namespace);
+        Ok(api.get_metadata_opt(&holder.name).await?.and_then(|sa| sa.metadata.uid))
     }
 
     /// Records the resourceVersion a status write returned (see [`Context::cache_behind`]).
@@ -327,40 +344,32 @@ impl Context {
         }
     }
 
-    /// The cluster facts a policy decision about `request` needs, from the caches.
+    /// The cluster facts a policy decision about `request` needs, from the
+    /// caches and the request index (one subject's requests, not all).
     pub fn facts_for<'a>(&self, request: &AccessRequest, agent: Option<&'a AgentIdentity>) -> ClusterFacts<'a> {
         let namespace_labels: BTreeMap<_, _> =
             self.stores.namespaces.state().iter().map(|ns| (ns.name_any(), ns.labels().clone())).collect();
+        let now = jiff::Timestamp::now();
+        // Earlier requests count against a rate cap only within the widest
+        // window any policy sets (evaluate counts each policy's own).
+        let widest = self
+            .stores
+            .policies
+            .state()
+            .iter()
+            .filter(|p| p.spec.limits.max_requests_per_window.is_some())
+            .map(|p| {
+                crate::durations::parse(p.spec.limits.window.as_deref().unwrap_or("1h")).unwrap_or(RATE_WINDOW_FALLBACK)
+            })
+            .max();
+        let since = widest.map(|w| now - jiff::SignedDuration::try_from(w).unwrap_or_default());
         let subject = subject_key(request);
         let my_uid = request.uid().unwrap_or_default();
-        let mut live_grants = BTreeMap::new();
-        let mut recent_requests = Vec::new();
-        // Uids the cache already shows live, so pending grants are not counted twice.
-        let mut cached_live = std::collections::BTreeSet::new();
-        let order = |r: &AccessRequest| (r.creation_timestamp().map(|t| t.0), r.name_any());
-        for other in self.stores.requests.state() {
-            let uid = other.uid().unwrap_or_default();
-            let live = other.status.as_ref().is_some_and(|s| matches!(s.phase, Phase::Granted | Phase::Approved));
-            if live {
-                cached_live.insert(uid.clone());
-            }
-            if uid == my_uid || subject_key(&other) != subject {
-                continue;
-            }
-            // Only earlier requests count against a cap (creation time, then
-            // name, as timestamps have whole seconds), so a later request never
-            // withdraws a grant already made.
-            if order(&other) < order(request)
-                && let Some(t) = other.creation_timestamp()
-            {
-                recent_requests.push(t.0);
-            }
-            if live && let Some(policy) = other.status.as_ref().and_then(|s| s.policy.as_ref()) {
-                *live_grants.entry(policy.clone()).or_insert(0) += 1;
-            }
-        }
+        let known = self.index.subject_facts(request, since);
+        let mut live_grants = known.live_grants;
+        // Approved by this process, not yet shown by the cache: counted once.
         for (uid, (s, policy)) in self.pending.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            if *uid != my_uid && *s == subject && !cached_live.contains(uid) {
+            if *uid != my_uid && *s == subject && !self.index.is_live(uid) {
                 *live_grants.entry(policy.clone()).or_insert(0) += 1;
             }
         }
@@ -369,10 +378,22 @@ impl Context {
             namespace_labels,
             live_grants,
             namespaces_known: true,
-            recent_requests,
-            now: Some(jiff::Timestamp::now()),
+            recent_requests: known.earlier_requests,
+            now: Some(now),
             reserved_namespaces: self.reserved_namespaces.clone(),
         }
+    }
+
+    /// The lock held while a request of `subject` is decided: decisions of one
+    /// subject see each other's grants (its limits are per subject), those of
+    /// different subjects run at once.
+    pub fn decision_lock(&self, subject: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.len() > PRUNE_AT {
+            // Only locks nobody holds or waits for go.
+            locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+        }
+        locks.entry(subject.to_string()).or_default().clone()
     }
 
     /// Whether the admission policies that make requesters and approvers
@@ -471,6 +492,7 @@ pub struct Stores {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Phase;
     use std::time::{Duration, Instant};
 
     fn write(rv: u64, ago: Duration, terminal: bool) -> Written {

@@ -52,17 +52,52 @@ fn keep_what_is_read<K>(object: &mut PartialObjectMeta<K>) {
     }
 }
 
+/// The task feeding the caches; stopped when dropped (the end of a term as leader).
+pub struct Feeding(tokio::task::JoinHandle<()>);
+
+impl Drop for Feeding {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl ManagedObjects {
-    /// Starts the caches; the stream names the request of every managed object
-    /// that changed or went (drive it, for example with `reconcile_on`).
-    pub fn start(client: &Client) -> (ManagedObjects, BoxStream<'static, ObjectRef<AccessRequest>>) {
+    /// Starts the caches, fed by a task of their own (so they fill before any
+    /// reconcile runs); the stream names the request of every managed object
+    /// that changed or went (drive it, for example with `reconcile_on`). The
+    /// caches stop being fed when the returned [`Feeding`] is dropped.
+    pub fn start(client: &Client) -> (ManagedObjects, BoxStream<'static, ObjectRef<AccessRequest>>, Feeding) {
         let (service_accounts, a) = watch::<ServiceAccount>(client);
         let (roles, b) = watch::<Role>(client);
         let (role_bindings, c) = watch::<RoleBinding>(client);
         let (cluster_roles, d) = watch::<ClusterRole>(client);
         let (cluster_role_bindings, e) = watch::<ClusterRoleBinding>(client);
         let objects = ManagedObjects { service_accounts, roles, role_bindings, cluster_roles, cluster_role_bindings };
-        (objects, futures::stream::select_all([a, b, c, d, e]).boxed())
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut changes = futures::stream::select_all([a, b, c, d, e]);
+        let task = tokio::spawn(async move {
+            while let Some(request) = changes.next().await {
+                if tx.unbounded_send(request).is_err() {
+                    return;
+                }
+            }
+        });
+        (objects, rx.boxed(), Feeding(task))
+    }
+
+    /// The uid of a grant's ServiceAccount as the cache shows it.
+    pub fn service_account_uid(&self, namespace: &str, name: &str) -> Option<String> {
+        self.service_accounts.get(&ObjectRef::new(name).within(namespace))?.metadata.uid.clone()
+    }
+
+    /// Whether every cache has its first full list: until then, an object
+    /// missing from a cache says nothing.
+    pub async fn synced(&self) {
+        let _ = self.service_accounts.wait_until_ready().await;
+        let _ = self.roles.wait_until_ready().await;
+        let _ = self.role_bindings.wait_until_ready().await;
+        let _ = self.cluster_roles.wait_until_ready().await;
+        let _ = self.cluster_role_bindings.wait_until_ready().await;
     }
 
     /// Whether the cache shows the object. `false` is not proof it is gone (a

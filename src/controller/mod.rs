@@ -10,6 +10,7 @@ pub mod context;
 pub mod delegation;
 pub mod events;
 pub mod extension;
+pub mod index;
 pub mod managed;
 pub mod objects;
 pub mod sweep;
@@ -212,6 +213,30 @@ fn only_grant_identities(subjects: Option<&[k8s_openapi::api::rbac::v1::Subject]
     subjects.unwrap_or_default().iter().all(|s| s.kind == "ServiceAccount" && names::is_grant_object_name(&s.name))
 }
 
+/// The watch events of bindings that could give an agent's own
+/// ServiceAccount a right, managedFields dropped: a binding whose subjects are
+/// all grant identities ([`only_grant_identities`]) is left out of a relist,
+/// and an update that makes a binding so removes it from the cache (as a
+/// deletion would), so the cache never keeps an older copy of it.
+fn only_standing<K>(
+    events: impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    subjects: fn(&K) -> Option<&[k8s_openapi::api::rbac::v1::Subject]>,
+) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+{
+    events.modify(drop_managed_fields).filter_map(move |event| {
+        let event = match event {
+            Ok(watcher::Event::Apply(b)) if only_grant_identities(subjects(&b)) => Ok(watcher::Event::Delete(b)),
+            Ok(watcher::Event::InitApply(b)) if only_grant_identities(subjects(&b)) => {
+                return futures::future::ready(None);
+            }
+            other => other,
+        };
+        futures::future::ready(Some(event))
+    })
+}
+
 /// Maps a managed object to the AccessRequest it belongs to.
 fn owner_request<K: Resource>(object: K) -> Option<ObjectRef<AccessRequest>> {
     let (ns, name) = object.meta().annotations.as_ref()?.get(names::REQUEST_ANNOTATION)?.split_once('/')?;
@@ -248,12 +273,23 @@ impl Caches {
             // binding whose subjects are all grant identities cannot give an
             // agent's own ServiceAccount anything, so grants coming and going
             // do not re-check every agent.
-            role_bindings: cache(Api::all(client.clone()), &changes, |b: &RoleBinding| {
-                (!only_grant_identities(b.subjects.as_deref())).then_some(Change::Rbac)
-            }),
-            cluster_role_bindings: cache(Api::all(client.clone()), &changes, |b: &ClusterRoleBinding| {
-                (!only_grant_identities(b.subjects.as_deref())).then_some(Change::Rbac)
-            }),
+            // Such bindings (every grant's) are not kept either: thousands of
+            // live grants would otherwise be thousands of cached bindings.
+            role_bindings: reflect(
+                only_standing(watcher(Api::all(client.clone()), watcher::Config::default()), |b: &RoleBinding| {
+                    b.subjects.as_deref()
+                }),
+                &changes,
+                |b: &RoleBinding| (!only_grant_identities(b.subjects.as_deref())).then_some(Change::Rbac),
+            ),
+            cluster_role_bindings: reflect(
+                only_standing(
+                    watcher(Api::all(client.clone()), watcher::Config::default()),
+                    |b: &ClusterRoleBinding| b.subjects.as_deref(),
+                ),
+                &changes,
+                |b: &ClusterRoleBinding| (!only_grant_identities(b.subjects.as_deref())).then_some(Change::Rbac),
+            ),
             // The rules of the roles grants bind by name: a role that gains
             // rights ends the grants holding it. kube-jit's own Roles (which
             // only the operator writes) are not watched.
@@ -453,18 +489,24 @@ async fn act(
     // admin, the garbage collector following an ownerReference set while
     // admission was off) still have their grants revoked, from the last copy.
     let (vanished_tx, mut vanished_rx) = tokio::sync::mpsc::unbounded_channel::<AccessRequest>();
+    let index = Arc::new(index::RequestIndex::default());
+    let indexed = index.clone();
     let requests =
         reflector::reflector(writer, watcher(requests_api, watcher::Config::default()).modify(drop_managed_fields))
             .backoff(backoff::watches())
             .inspect(move |event| {
+                if let Ok(event) = event {
+                    indexed.observe(event);
+                }
                 if let Ok(watcher::Event::Delete(request)) = event {
                     let _ = vanished_tx.send(request.clone());
                 }
             })
             .applied_objects();
     let controller = Controller::for_stream(requests, reader);
-    let (managed_objects, managed_changes) = managed::ManagedObjects::start(&client);
+    let (managed_objects, managed_changes, _feeding) = managed::ManagedObjects::start(&client);
     let mut ctx = Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone());
+    ctx.index = index;
     ctx.token_audiences = settings.token_audiences.clone();
     ctx.grants_namespace = settings.grants_namespace.clone();
     ctx.reserved_namespaces = reserved_namespaces(&client, &settings).await;
@@ -495,8 +537,7 @@ async fn act(
         loop {
             // In turn: overdue grants first (they are the privilege at risk).
             let done = async {
-                let requests =
-                    Api::<AccessRequest>::all(client.clone()).list(&kube::api::ListParams::default()).await?.items;
+                let requests = sweep::each_request(&client, |r| sweep::needs_start_up(&r).then_some(r)).await?;
                 let overdue = sweep::revoke_overdue(&ctx, &requests, Duration::ZERO).await?;
                 let swept = sweep::sweep(&client, &ctx.grants_namespace).await?;
                 Ok::<_, Error>((requests, overdue, swept))
@@ -514,8 +555,15 @@ async fn act(
         _ = past_grace(stop.clone()) => return Ok(()),
     };
     tracing::info!(overdue_revoked = overdue, orphans_deleted = swept.deleted, "start-up revocation done");
+    // A live grant's reconcile checks its objects against these caches; before
+    // their first list every object would be a GET, thousands at once after a
+    // restart, queued ahead of new requests. They filled during the revocation.
+    tokio::select! {
+        _ = ctx.managed.as_ref().expect("set above").synced() => {}
+        _ = past_grace(stop.clone()) => return Ok(()),
+    }
     report_foreign(&swept.foreign);
-    // The same list: those it shows overdue were just ended, the rest are untouched.
+    // The same list: those it shows overdue were just ended, the rest (approved, not made) are untouched.
     let resumed = access_request::resume_interrupted(&ctx, requests).await;
     if resumed > 0 {
         tracing::info!(resumed, "resumed grants approved but not made before this term");

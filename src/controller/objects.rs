@@ -1,6 +1,7 @@
 //! Where grants touch the cluster: applying the objects of a plan, checking
 //! they still exist, and deleting them in revocation order. Every call is
-//! idempotent (server-side apply; deletes tolerate absence).
+//! idempotent: an object is created, and applied (server-side apply) only when
+//! it already exists; deletes tolerate absence.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -25,6 +26,24 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
+/// Creates `obj`, or, when it already exists (a retry after an interruption),
+/// applies it. A create costs the API server a fraction of a server-side
+/// apply (no merge of managed fields), and almost every object is new: one
+/// request either way.
+async fn create_or_apply<K>(api: Api<K>, obj: &K) -> Result<K>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let create = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+    match api.create(&create, obj).await {
+        Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {
+            let name = obj.meta().name.as_deref().unwrap_or_default();
+            Ok(api.patch(name, &apply_params(), &Patch::Apply(obj)).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
 async fn apply_namespaced<K>(client: &Client, obj: &K, params: &PatchParams) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
@@ -34,78 +53,120 @@ where
     Ok(api.patch(meta.name.as_deref().unwrap_or_default(), params, &Patch::Apply(obj)).await?)
 }
 
-async fn apply_cluster<K>(client: &Client, obj: &K) -> Result<K>
+async fn make_namespaced<K>(client: &Client, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    create_or_apply(Api::namespaced(client.clone(), obj.meta().namespace.as_deref().unwrap_or_default()), obj).await
+}
+
+async fn make_cluster<K>(client: &Client, obj: &K) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = ClusterResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
 {
-    let api: Api<K> = Api::all(client.clone());
-    Ok(api.patch(obj.meta().name.as_deref().unwrap_or_default(), &apply_params(), &Patch::Apply(obj)).await?)
+    create_or_apply(Api::all(client.clone()), obj).await
 }
 
-/// Applies one object; returns the token Secret as the API server holds it
-/// (the only object whose state the caller needs back).
-async fn apply(client: &Client, object: &Managed) -> Result<Option<Secret>> {
-    let p = &apply_params();
-    match object {
-        Managed::ServiceAccount(o) => apply_namespaced(client, o, p).await.map(|_| None),
-        Managed::Secret(o) => apply_namespaced(client, o, p).await.map(Some),
-        Managed::Role(o) => apply_namespaced(client, o, p).await.map(|_| None),
-        Managed::RoleBinding(o) => apply_namespaced(client, o, p).await.map(|_| None),
-        Managed::ClusterRole(o) => apply_cluster(client, o).await.map(|_| None),
-        Managed::ClusterRoleBinding(o) => apply_cluster(client, o).await.map(|_| None),
-    }
+/// What making one object gave back: the token Secret as the API server
+/// holds it, and the object's uid.
+struct MadeOne {
+    secret: Option<Secret>,
+    uid: Option<String>,
+}
+
+fn made<K: Resource>(object: &K) -> MadeOne {
+    MadeOne { secret: None, uid: object.meta().uid.clone() }
+}
+
+/// Makes one object.
+async fn make_one(client: &Client, object: &Managed) -> Result<MadeOne> {
+    Ok(match object {
+        Managed::ServiceAccount(o) => made(&make_namespaced(client, o).await?),
+        Managed::Secret(o) => {
+            let secret = make_namespaced(client, o).await?;
+            MadeOne { uid: secret.metadata.uid.clone(), secret: Some(secret) }
+        }
+        Managed::Role(o) => made(&make_namespaced(client, o).await?),
+        Managed::RoleBinding(o) => made(&make_namespaced(client, o).await?),
+        Managed::ClusterRole(o) => made(&make_cluster(client, o).await?),
+        Managed::ClusterRoleBinding(o) => made(&make_cluster(client, o).await?),
+    })
+}
+
+/// What making a part of a plan gave back.
+#[derive(Debug, Default)]
+pub struct Made {
+    /// The token Secret as the API server holds it, if the part has one.
+    pub secret: Option<Secret>,
+    /// The uid of the grant's ServiceAccount, if the part made it.
+    pub identity_uid: Option<String>,
 }
 
 /// Makes every object of the plan, both parts (see [`make_part`]).
-pub async fn make(client: &Client, plan: &Plan) -> Result<Option<Secret>> {
-    make_part(client, plan, Part::Access).await?;
-    make_part(client, plan, Part::Usable).await
+pub async fn make(client: &Client, plan: &Plan) -> Result<Made> {
+    let access = make_part(client, plan, Part::Access, None).await?;
+    let usable = make_part(client, plan, Part::Usable, access.identity_uid.as_deref()).await?;
+    Ok(Made { secret: usable.secret, identity_uid: access.identity_uid })
 }
 
-/// Makes the objects of one part of the plan: roles, then identity, then
-/// bindings, each stage in parallel, so a binding never names something
-/// missing. Returns the token Secret, if the part has it.
-pub async fn make_part(client: &Client, plan: &Plan, part: Part) -> Result<Option<Secret>> {
-    let order = plan.part(part);
-    let mut secret = None;
-    for stage in order.chunk_by(|a, b| a.stage() == b.stage()) {
-        for applied in try_join_all(stage.iter().map(|o| apply(client, o))).await? {
-            secret = secret.or(applied);
+/// Makes the objects of one part of the plan: its roles first, so a binding
+/// never names a role that is missing, then the identity and the bindings
+/// together (a binding may name the identity a moment before it exists: only
+/// the operator can make a ServiceAccount of that name, so nobody else can
+/// step into it). `identity_uid`, the grant's ServiceAccount, becomes the
+/// owner of the requester's right to mint (its Role and RoleBinding), so the
+/// garbage collector removes that right with the identity.
+pub async fn make_part(client: &Client, plan: &Plan, part: Part, identity_uid: Option<&str>) -> Result<Made> {
+    let owned: Vec<Managed> = plan.part(part).into_iter().map(|o| owned_by_identity(plan, o, identity_uid)).collect();
+    let (roles, rest): (Vec<&Managed>, Vec<&Managed>) = owned.iter().partition(|o| o.stage() == Stage::Roles);
+    let mut made = Made::default();
+    for wave in [roles, rest] {
+        for (object, result) in wave.iter().zip(try_join_all(wave.iter().map(|o| make_one(client, o))).await?) {
+            if let (Managed::ServiceAccount(_), Some(uid)) = (object, result.uid) {
+                made.identity_uid = Some(uid);
+            }
+            made.secret = made.secret.or(result.secret);
         }
     }
-    Ok(secret)
+    Ok(made)
 }
 
-/// The roles a request names that do not exist: binding them would leave a
+/// `object`, with an ownerReference to the grant's ServiceAccount when it is
+/// part of the requester's right to mint and the identity's uid is known.
+fn owned_by_identity(plan: &Plan, object: &Managed, identity_uid: Option<&str>) -> Managed {
+    let mut object = object.clone();
+    let name = object.metadata().name.clone().unwrap_or_default();
+    let (Some(uid), Some(sa)) = (identity_uid, plan.service_account()) else { return object };
+    if plan.mint_right.as_deref() != Some(name.as_str()) {
+        return object;
+    }
+    let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "v1".into(),
+        kind: "ServiceAccount".into(),
+        name: sa.metadata.name.clone().unwrap_or_default(),
+        uid: uid.to_string(),
+        ..Default::default()
+    };
+    match &mut object {
+        Managed::Role(o) => o.metadata.owner_references = Some(vec![owner]),
+        Managed::RoleBinding(o) => o.metadata.owner_references = Some(vec![owner]),
+        _ => {}
+    }
+    object
+}
+
+/// The roles `spec` binds by name with their rules now, and the names of
+/// those that do not exist: what a grant records when it is decided
+/// ([`crate::policy::role_content`]). Binding a missing role would leave a
 /// binding that grants whatever is later created under that name.
-pub async fn missing_roles(client: &Client, spec: &crate::api::AccessRequestSpec) -> Result<Vec<String>> {
-    use crate::api::access_request::RoleKind;
-    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
-    let Some(role) = &spec.role else { return Ok(Vec::new()) };
-    let mut missing = Vec::new();
-    match role.kind {
-        RoleKind::ClusterRole => {
-            if Api::<ClusterRole>::all(client.clone()).get_metadata_opt(&role.name).await?.is_none() {
-                missing.push(format!("ClusterRole {}", role.name));
-            }
-        }
-        RoleKind::Role => {
-            for ns in &spec.namespaces {
-                if Api::<Role>::namespaced(client.clone(), ns).get_metadata_opt(&role.name).await?.is_none() {
-                    missing.push(format!("Role {ns}/{}", role.name));
-                }
-            }
-        }
-    }
-    Ok(missing)
-}
-
-/// The roles `spec` binds by name with their rules now, read from the API
-/// server (a cache could miss a Role made a moment ago), and the names of
-/// those that do not exist. What a grant records when it is decided
-/// ([`crate::policy::role_content`]).
+///
+/// A ClusterRole is read from `cluster_roles` (the operator's cache: only
+/// cluster admins write ClusterRoles) and from the API server when the cache
+/// does not show it (made a moment ago). A namespaced Role, which a tenant
+/// running that namespace writes, is always read from the API server.
 pub async fn granted_roles(
     client: &Client,
+    cluster_roles: &kube::runtime::reflector::Store<k8s_openapi::api::rbac::v1::ClusterRole>,
     spec: &crate::api::AccessRequestSpec,
 ) -> Result<(Vec<crate::api::access_request::GrantedRole>, Vec<String>)> {
     use crate::api::access_request::{GrantedRole, RoleKind};
@@ -120,10 +181,17 @@ pub async fn granted_roles(
             rules: rules.unwrap_or_default(),
         };
     match role.kind {
-        RoleKind::ClusterRole => match Api::<ClusterRole>::all(client.clone()).get_opt(&role.name).await? {
-            Some(r) => found.push(record("ClusterRole", "", r.rules)),
-            None => missing.push(format!("ClusterRole {}", role.name)),
-        },
+        RoleKind::ClusterRole => {
+            let cached = cluster_roles.get(&kube::runtime::reflector::ObjectRef::new(&role.name));
+            let current = match cached {
+                Some(r) => Some(r.rules.clone()),
+                None => Api::<ClusterRole>::all(client.clone()).get_opt(&role.name).await?.map(|r| r.rules),
+            };
+            match current {
+                Some(rules) => found.push(record("ClusterRole", "", rules)),
+                None => missing.push(format!("ClusterRole {}", role.name)),
+            }
+        }
         RoleKind::Role => {
             for ns in &spec.namespaces {
                 match Api::<Role>::namespaced(client.clone(), ns).get_opt(&role.name).await? {

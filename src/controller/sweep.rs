@@ -113,33 +113,73 @@ pub async fn guard_expiries(ctx: &Context, cache: Store<AccessRequest>, grace: D
             continue;
         }
         last_list = Some(tokio::time::Instant::now());
-        let requests = match Api::<AccessRequest>::all(ctx.client.clone()).list(&ListParams::default()).await {
-            Ok(list) => list.items,
+        // Held of each request: its expiry, or that it ended; whole copies
+        // only of those overdue.
+        let (mut now_listed, mut now_ended) = (HashMap::new(), HashSet::new());
+        let now = Timestamp::now();
+        let listing = each_request(&ctx.client, |r| {
+            let uid = r.uid().unwrap_or_default();
+            match live_grant(&r) {
+                Some(expiry) => {
+                    now_listed.insert(uid, expiry);
+                    overdue(expiry, grace, now).then_some(r)
+                }
+                None => {
+                    if r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some() {
+                        now_ended.insert(uid);
+                    }
+                    None
+                }
+            }
+        })
+        .await;
+        let due = match listing {
+            Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "expiry safety net could not list requests; retrying");
                 continue;
             }
         };
         let how = "and was still live; revoked by the expiry safety net";
-        let (revoked, _) = revoke_listed(ctx, &requests, grace, how).await;
+        let (revoked, _) = revoke_listed(ctx, &due, grace, how).await;
         if revoked > 0 {
             tracing::warn!(revoked, "expiry safety net revoked grants the controller had not revoked on time");
         }
-        listed.clear();
-        ended.clear();
-        for r in &requests {
-            let uid = r.uid().unwrap_or_default();
-            match live_grant(r) {
-                Some(expiry) => {
-                    listed.insert(uid, expiry);
-                }
-                None if r.status.as_ref().and_then(|s| s.grant.as_ref()).is_some() => {
-                    ended.insert(uid);
-                }
-                None => {}
-            }
+        (listed, ended) = (now_listed, now_ended);
+    }
+}
+
+/// Requests per page when the safety nets list them.
+const REQUEST_PAGE: u32 = 250;
+
+/// Reads every AccessRequest from the API server, [`REQUEST_PAGE`] at a time,
+/// and keeps what `keep` returns for each (its managedFields dropped first).
+/// A safety net over thousands of grants then holds what it needs of them,
+/// not every request whole at once (which set the operator's peak memory).
+pub async fn each_request<T>(client: &Client, mut keep: impl FnMut(AccessRequest) -> Option<T>) -> Result<Vec<T>> {
+    let api = Api::<AccessRequest>::all(client.clone());
+    let mut kept = Vec::new();
+    let mut page = ListParams::default().limit(REQUEST_PAGE);
+    loop {
+        let list = api.list(&page).await?;
+        for mut r in list.items {
+            r.metadata.managed_fields = None;
+            kept.extend(keep(r));
+        }
+        match list.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => page = page.continue_token(&token),
+            None => return Ok(kept),
         }
     }
+}
+
+/// Whether a listed request needs the start of a term: its grant is overdue
+/// (revoked first), or it was approved and not yet made (resumed).
+pub fn needs_start_up(request: &AccessRequest) -> bool {
+    let now = Timestamp::now();
+    live_grant(request).is_some_and(|expiry| {
+        overdue(expiry, Duration::ZERO, now) || request.status.as_ref().is_some_and(|s| s.phase == Phase::Approved)
+    })
 }
 
 /// Whether some grant not known to have ended is live `grace` past its expiry,
@@ -151,13 +191,18 @@ fn looks_overdue(
     grace: Duration,
 ) -> bool {
     let now = Timestamp::now();
-    let mut expiries = listed.clone();
-    for r in cache.state() {
-        if let Some(expiry) = live_grant(&r) {
-            expiries.insert(r.uid().unwrap_or_default(), expiry);
+    let cached = cache.state();
+    let mut in_cache = HashSet::with_capacity(cached.len());
+    for r in &cached {
+        let Some(uid) = r.metadata.uid.as_deref() else { continue };
+        if let Some(expiry) = live_grant(r) {
+            in_cache.insert(uid);
+            if !ended.contains(uid) && overdue(expiry, grace, now) {
+                return true;
+            }
         }
     }
-    expiries.iter().any(|(uid, e)| !ended.contains(uid) && overdue(*e, grace, now))
+    listed.iter().any(|(uid, e)| !in_cache.contains(uid.as_str()) && !ended.contains(uid) && overdue(*e, grace, now))
 }
 
 fn fmt_expiry(t: Option<Timestamp>) -> String {
@@ -176,20 +221,26 @@ pub struct Swept {
 
 /// The labelled objects judged by [`ownership::verdict`]: those kube-jit
 /// should delete (with why), bindings first, and the foreign ones
-/// (`Kind ns/name`). Objects are listed before requests: a grant records its
-/// objects before it makes them, so every object of a grant seen here has its
-/// record in the list below.
+/// (`Kind ns/name`). Objects are listed before requests, so every object of
+/// a recorded grant seen here has its record in the list below; the few made
+/// a moment before their record are young, and left for a later sweep
+/// ([`ownership::UNRECORDED_GRACE`]).
 async fn judge(
     client: &Client,
     grants_namespace: &str,
 ) -> Result<(Vec<(String, ObjectMeta, &'static str)>, Vec<String>)> {
     let mut found = managed_objects(client).await?;
     found.extend(grant_secrets(client, grants_namespace).await);
-    let requests = Api::<AccessRequest>::all(client.clone()).list(&ListParams::default()).await?;
-    let ledger = ownership::Ledger::of(&requests.items, Timestamp::now());
+    let now = Timestamp::now();
+    let mut ledger = ownership::Ledger::default();
+    each_request(client, |r| {
+        ledger.add(&r, now);
+        None::<()>
+    })
+    .await?;
     let (mut doomed, mut foreign) = (Vec::new(), Vec::new());
     for (kind, meta) in found {
-        match ownership::verdict(&kind, &meta, &ledger, grants_namespace) {
+        match ownership::verdict(&kind, &meta, &ledger, grants_namespace, now) {
             Verdict::Keep => {}
             Verdict::Foreign => foreign.push(describe(&kind, &meta)),
             Verdict::Delete(why) => doomed.push((kind, meta, why)),

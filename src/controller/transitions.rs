@@ -4,10 +4,9 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use super::context::{AuditLine, Context};
 use super::objects;
@@ -66,7 +65,7 @@ pub async fn approve(
     let plan = plan_for(ctx, request, &approval.policy, &chain, expires_at, &ctx.grants_namespace, pod_uid)?;
     // The rules of the roles it binds, as decided: every one must exist now,
     // or a role made later (any rules) would be bound unrecorded.
-    let (roles, missing) = objects::granted_roles(&ctx.client, &request.spec).await?;
+    let (roles, missing) = objects::granted_roles(&ctx.client, &ctx.stores.cluster_roles, &request.spec).await?;
     if !missing.is_empty() {
         let why = format!("{} does not exist; nothing was granted", missing.join(", "));
         return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
@@ -100,16 +99,12 @@ pub async fn approve(
         token_bound_to,
         ..GrantStatus::default()
     });
-    let written = write_status(ctx, request, &status).await?;
-    ctx.event(&written, false, approval.reason, approval.message.clone()).await;
-    let details = Details {
-        policy: Some(&approval.policy),
-        reason: Some(approval.reason),
-        message: Some(&approval.message),
-        ..Details::default()
+    let approved = AuditLine {
+        reason: Some(approval.reason.to_string()),
+        message: Some(approval.message.clone()),
+        ..AuditLine::of(AuditEvent::Approved, request, &status)
     };
-    audit::record(AuditEvent::Approved, &written, details);
-    make(&written, ctx, status, plan, expires_at).await
+    make(request, ctx, status, plan, expires_at, Some(approved)).await
 }
 
 /// The plan of a request: who may mint tokens (the agent's base ServiceAccount
@@ -160,29 +155,42 @@ pub fn replan(ctx: &Context, request: &AccessRequest, expires_at: Timestamp) -> 
 pub const MAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Makes the grant in two parts with the record between them: the rights
-/// (roles, identity, bindings: unusable, as nobody can mint a token yet),
-/// then `Granted` and its audit line, then what makes it usable (the
-/// requester's right to mint, the token Secret). Schedules expiry.
+/// (identity, bindings: unusable, as nobody can mint a token yet), then
+/// `Granted` and its audit line, then what makes it usable (the requester's
+/// right to mint, the token Secret). Schedules expiry.
+///
+/// `approved` is the audit line of an approval decided just now and not yet
+/// written: the approval and the grant are then recorded by one status write.
+/// Should making the rights fail and be worth retrying, the approval is
+/// written on its own first, so the retries run against a recorded expiry
+/// and a recorded list of objects ([`MAKE_DEADLINE`]). Until the record is
+/// written, the rights made are unusable and sit where the sweep finds them
+/// ([`crate::grant::ownership::UNRECORDED_GRACE`]).
 pub async fn make(
     request: &AccessRequest,
     ctx: &Context,
     mut status: AccessRequestStatus,
     plan: Plan,
     expires_at: Timestamp,
+    approved: Option<AuditLine>,
 ) -> Result<Action> {
-    let missing = objects::missing_roles(&ctx.client, &request.spec).await?;
-    if !missing.is_empty() {
-        let why = format!("{} does not exist; nothing was granted", missing.join(", "));
-        return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
+    if approved.is_none() {
+        // Resuming a recorded approval: its roles must still exist.
+        let (_, missing) = objects::granted_roles(&ctx.client, &ctx.stores.cluster_roles, &request.spec).await?;
+        if !missing.is_empty() {
+            let why = format!("{} does not exist; nothing was granted", missing.join(", "));
+            return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
+        }
     }
     if plan.holder.namespace == ctx.grants_namespace
         && let Err(why) = ctx.grants_namespace_ready()
     {
         return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, format!("{why}; nothing was granted")).await;
     }
-    if let Err(e) = objects::make_part(&ctx.client, &plan, Part::Access).await {
-        return making_failed(request, ctx, e).await;
-    }
+    let made = match objects::make_part(&ctx.client, &plan, Part::Access, None).await {
+        Ok(made) => made,
+        Err(e) => return making_failed(request, ctx, e, status, approved).await,
+    };
     let identity = names::service_account_username(&plan.holder.namespace, &plan.holder.name);
     let now = Timestamp::now();
     let message = format!("{identity} holds the rights until {expires_at}");
@@ -200,24 +208,34 @@ pub async fn make(
     let written = match write_status(ctx, request, &status).await {
         Ok(written) => written,
         Err(e) => {
+            // The grant's line stands for the approval too, once it is known to have committed.
             ctx.hold_line(&e, request, line);
             return Err(e);
         }
     };
+    if let Some(approved) = approved {
+        approved.record();
+    }
     line.record();
     crate::metrics::global().granted(request, now);
-    ctx.event(request, false, reasons::GRANTED, message).await;
-    make_usable(&written, ctx, &plan, expires_at).await
+    make_usable(&written, ctx, &plan, expires_at, made.identity_uid).await
 }
 
 /// Makes a recorded grant usable: the requester's right to mint tokens for
-/// the grant identity, and the token Secret filled by the operator. Run after
-/// `Granted` is written, and again by the live check while any of it is missing.
-pub async fn make_usable(request: &AccessRequest, ctx: &Context, plan: &Plan, expires_at: Timestamp) -> Result<Action> {
+/// the grant identity (owned by the identity, `identity_uid`, when known),
+/// and the token Secret filled by the operator. Run after `Granted` is
+/// written, and again by the live check while any of it is missing.
+pub async fn make_usable(
+    request: &AccessRequest,
+    ctx: &Context,
+    plan: &Plan,
+    expires_at: Timestamp,
+    identity_uid: Option<String>,
+) -> Result<Action> {
     let issued = async {
-        let secret = objects::make_part(&ctx.client, plan, Part::Usable).await?;
+        let made = objects::make_part(&ctx.client, plan, Part::Usable, identity_uid.as_deref()).await?;
         let remaining = expires_at.duration_since(Timestamp::now()).as_secs();
-        match secret {
+        match made.secret {
             Some(secret) => objects::fill_token_secret(&ctx.client, plan, &secret, remaining).await,
             None => Ok(false),
         }
@@ -232,23 +250,37 @@ pub async fn make_usable(request: &AccessRequest, ctx: &Context, plan: &Plan, ex
             audit::record(AuditEvent::TokenIssued, request, details);
         }
         Ok(false) => {}
-        Err(e) => return making_failed(request, ctx, e).await,
+        Err(e) => {
+            let status = request.status.clone().unwrap_or_default();
+            return making_failed(request, ctx, e, status, None).await;
+        }
     }
     Ok(until(expires_at))
 }
 
 /// A step of making failed. A transient error (the API server or etcd briefly
 /// unavailable or throttling, a webhook failing) is retried with the
-/// controller's backoff until [`MAKE_DEADLINE`] after the approval; any other
-/// error, or one past the deadline, takes down whatever was made and ends
-/// the request `Failed` with the API server's message.
-async fn making_failed(request: &AccessRequest, ctx: &Context, e: crate::error::Error) -> Result<Action> {
-    let status = request.status.clone().unwrap_or_default();
+/// controller's backoff until [`MAKE_DEADLINE`] after the approval, with the
+/// approval recorded first if it is not yet (`approved`, its audit line);
+/// any other error, or one past the deadline, takes down whatever was made
+/// and ends the request `Failed` with the API server's message. `status` is
+/// the request's status as decided, its grant's objects included.
+async fn making_failed(
+    request: &AccessRequest,
+    ctx: &Context,
+    e: crate::error::Error,
+    status: AccessRequestStatus,
+    approved: Option<AuditLine>,
+) -> Result<Action> {
     let approved_at = status.conditions.iter().find(|c| c.type_ == types::APPROVED).map(|c| c.last_transition_time.0);
     let deadline = jiff::SignedDuration::try_from(MAKE_DEADLINE).unwrap_or_default();
     let within = approved_at.is_some_and(|t| Timestamp::now() < t + deadline);
     if e.is_transient() && within {
         tracing::warn!(error = %e, request = %request.name_any(), "making the grant hit a transient error; retrying");
+        if let Some(approved) = approved {
+            write_status(ctx, request, &status).await?;
+            approved.record();
+        }
         return Err(e);
     }
     tracing::warn!(error = %e, request = %request.name_any(), "making the grant failed; revoking");
@@ -257,7 +289,10 @@ async fn making_failed(request: &AccessRequest, ctx: &Context, e: crate::error::
     } else {
         format!("could not make the grant: {}", e.user_message())
     };
-    end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await
+    // Ended with the objects it decided on, so whatever was made goes.
+    let mut decided = request.clone();
+    decided.status = Some(status);
+    end(&decided, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await
 }
 
 /// Ends a request (see [`end_one`]) and every grant delegated from it.
@@ -288,7 +323,7 @@ pub async fn end_one(
     let mut status = request.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     if let Some(grant) = status.grant.as_mut() {
-        objects::delete_refs(&ctx.client, &own_objects(request, &grant.objects)).await?;
+        objects::delete_refs(&ctx.client, &revocable(request, &grant.objects)).await?;
         if grant.revoked_at.is_none() {
             grant.revoked_at = Some(Time(Timestamp::now()));
         }
@@ -325,9 +360,24 @@ pub async fn end_one(
     if first_time {
         line.record();
         crate::metrics::global().ended(phase, reason, status.grant.as_ref());
-        ctx.event(request, phase != Phase::Expired, reason, message).await;
+        if needs_attention(phase, reason) {
+            ctx.event(request, true, reason, message).await;
+        }
     }
     Ok(Action::await_change())
+}
+
+/// Whether an ending is one a person should look at, and so gets a Warning
+/// Event: a denial, a failure, a grant taken away. An expiry, or a revocation
+/// its requester asked for (by `spec.revoke` or by deleting the request), is
+/// the lifecycle working as meant: recorded in the status conditions and the
+/// audit log, with no Event (one request fewer per lifecycle).
+pub fn needs_attention(phase: Phase, reason: &str) -> bool {
+    match phase {
+        Phase::Expired => false,
+        Phase::Revoked => reason != reasons::REVOKE_REQUESTED && reason != reasons::REQUEST_DELETED,
+        _ => true,
+    }
 }
 
 /// Ends a request that was never granted, recording why on `Approved`.
@@ -352,9 +402,11 @@ pub fn until(expires_at: Timestamp) -> Action {
     Action::requeue(std::time::Duration::from_millis(wait))
 }
 
-/// Writes the status with server-side apply under kube-jit's field manager,
-/// conditional on the resourceVersion the decision was made on, so a decision
-/// taken on a stale cache is retried rather than written.
+/// Writes the status (an update of the status subresource), conditional on
+/// the resourceVersion the decision was made on, so a decision taken on a
+/// stale cache is refused (409) and retried rather than written. An update,
+/// not a server-side apply: the API server does not merge field ownership,
+/// which made status applies the costliest request of a grant.
 pub async fn write_status(
     ctx: &Context,
     request: &AccessRequest,
@@ -363,16 +415,41 @@ pub async fn write_status(
     let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
     let mut status = status.clone();
     status.observed_generation = request.meta().generation;
-    let patch = json!({
-        "apiVersion": "kubejit.io/v1alpha1",
-        "kind": "AccessRequest",
-        "metadata": {"resourceVersion": request.resource_version()},
-        "status": status,
-    });
-    let params = PatchParams::apply(objects::FIELD_MANAGER).force();
-    let written = api.patch_status(&request.name_any(), &params, &Patch::Apply(&patch)).await?;
+    // Only the name, the resourceVersion (the precondition) and the status
+    // count in a status update; the rest of the object is ignored.
+    let mut body = AccessRequest::new(&request.name_any(), request.spec.clone());
+    body.metadata.namespace = request.namespace();
+    body.metadata.resource_version = request.resource_version();
+    body.status = Some(status);
+    let params = PostParams { field_manager: Some(objects::FIELD_MANAGER.into()), ..PostParams::default() };
+    let written = api.replace_status(&request.name_any(), &params, &body).await?;
     ctx.wrote(&written);
     Ok(written)
+}
+
+/// What revocation deletes of `request`'s grant: its own objects
+/// ([`own_objects`]) but the requester's right to mint, which the grant's
+/// ServiceAccount owns, so the garbage collector removes it with the
+/// identity (it lets the requester mint tokens for that ServiceAccount only,
+/// which is gone). A right made without that owner (by an older version) is
+/// left to the sweep, which deletes it as its grant is over.
+pub fn revocable(request: &AccessRequest, recorded: &[crate::api::ObjectRef]) -> Vec<crate::api::ObjectRef> {
+    let id = names::grant_id(
+        &request.namespace().unwrap_or_default(),
+        &request.name_any(),
+        &request.uid().unwrap_or_default(),
+    );
+    let mint_right = names::object_name(&request.name_any(), "token", &id);
+    let ephemeral = request
+        .status
+        .as_ref()
+        .and_then(|s| s.grant.as_ref())
+        .and_then(|g| g.service_account.as_ref())
+        .is_some_and(|sa| names::is_object_of_grant(&sa.name, &id));
+    own_objects(request, recorded)
+        .into_iter()
+        .filter(|o| !(ephemeral && matches!(o.kind.as_str(), "Role" | "RoleBinding") && o.name == mint_right))
+        .collect()
 }
 
 /// The recorded objects `request`'s grant may consist of: named for the grant

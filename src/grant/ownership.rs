@@ -32,21 +32,27 @@ impl Ledger {
     /// The ledger of `requests` (listed after the objects it judges: a grant
     /// records its objects before it makes them) at `now`.
     pub fn of<'a>(requests: impl IntoIterator<Item = &'a AccessRequest>, now: Timestamp) -> Ledger {
-        let mut ledger = HashMap::new();
+        let mut ledger = Ledger::default();
         for request in requests {
-            let Some(grant) = request.status.as_ref().and_then(|s| s.grant.as_ref()) else { continue };
-            let id = names::grant_id(
-                &request.namespace().unwrap_or_default(),
-                &request.name_any(),
-                &request.uid().unwrap_or_default(),
-            );
-            let live = live(request, now);
-            for o in grant.objects.iter().filter(|o| names::is_object_of_grant(&o.name, &id)) {
-                let entry = ledger.entry((o.kind.clone(), o.namespace.clone(), o.name.clone())).or_insert(false);
-                *entry |= live;
-            }
+            ledger.add(request, now);
         }
-        Ledger(ledger)
+        ledger
+    }
+
+    /// Adds what `request`'s grant recorded (for a ledger built a page of
+    /// requests at a time).
+    pub fn add(&mut self, request: &AccessRequest, now: Timestamp) {
+        let Some(grant) = request.status.as_ref().and_then(|s| s.grant.as_ref()) else { return };
+        let id = names::grant_id(
+            &request.namespace().unwrap_or_default(),
+            &request.name_any(),
+            &request.uid().unwrap_or_default(),
+        );
+        let live = live(request, now);
+        for o in grant.objects.iter().filter(|o| names::is_object_of_grant(&o.name, &id)) {
+            let entry = self.0.entry((o.kind.clone(), o.namespace.clone(), o.name.clone())).or_insert(false);
+            *entry |= live;
+        }
     }
 
     /// Whether a grant recorded the object, and if so whether that grant is live.
@@ -66,13 +72,26 @@ pub enum Verdict {
     Foreign,
 }
 
-/// The verdict on the object of `kind` with `meta`.
-pub fn verdict(kind: &str, meta: &ObjectMeta, ledger: &Ledger, grants_namespace: &str) -> Verdict {
+/// How long an object no grant records is left alone after it was created.
+/// A grant's first objects (its identity and bindings, unusable as nobody can
+/// mint a token for the identity yet) are made a moment before the status
+/// write that records them, so an object can be seen before its record: it
+/// is judged once it is older than this. Well past the 30 s a grant may take
+/// to be made (`MAKE_DEADLINE`), after which its record is written or its
+/// objects were taken down.
+pub const UNRECORDED_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The verdict on the object of `kind` with `meta` at `now`.
+pub fn verdict(kind: &str, meta: &ObjectMeta, ledger: &Ledger, grants_namespace: &str, now: Timestamp) -> Verdict {
     let namespace = meta.namespace.as_deref().unwrap_or_default();
     let name = meta.name.as_deref().unwrap_or_default();
+    // The API server sets creationTimestamp; nobody can make an object older.
+    let grace = jiff::SignedDuration::try_from(UNRECORDED_GRACE).unwrap_or_default();
+    let young = meta.creation_timestamp.as_ref().is_none_or(|t| t.0 + grace > now);
     match ledger.grant_of(kind, namespace, name) {
         Some(true) => Verdict::Keep,
         Some(false) => Verdict::Delete("its grant is over"),
+        None if young && names::is_grant_object_name(name) => Verdict::Keep,
         None if namespace == grants_namespace && names::is_grant_object_name(name) => {
             Verdict::Delete("it is in the grants namespace and no grant records it")
         }
@@ -128,8 +147,21 @@ mod tests {
         r
     }
 
+    /// Made long before the sweep's `now`.
     fn meta(ns: &str, name: &str) -> ObjectMeta {
-        ObjectMeta { namespace: Some(ns.into()), name: Some(name.into()), ..ObjectMeta::default() }
+        let created = Timestamp::from_second(1_700_000_000).unwrap();
+        ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            creation_timestamp: Some(Time(created)),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// Made `ago` seconds before the sweep's `now`.
+    fn made(ns: &str, name: &str, ago: i64) -> ObjectMeta {
+        let created = Timestamp::from_second(1_800_000_000 - ago).unwrap();
+        ObjectMeta { creation_timestamp: Some(Time(created)), ..meta(ns, name) }
     }
 
     fn id(name: &str) -> String {
@@ -178,9 +210,21 @@ mod tests {
                 Verdict::Delete("it is in the grants namespace and no grant records it"),
             ),
             ("ConfigMap", meta(GRANTS, "kube-root-ca.crt"), Verdict::Foreign),
+            // A grant's first objects are made a moment before its record:
+            // left alone while young, judged once older than the grace.
+            ("ServiceAccount", made(GRANTS, "jit-new-0123456789ab", 5), Verdict::Keep),
+            ("RoleBinding", made("team-b", "jit-new-0123456789ab", 5), Verdict::Keep),
+            (
+                "ServiceAccount",
+                made(GRANTS, "jit-new-0123456789ab", 121),
+                Verdict::Delete("it is in the grants namespace and no grant records it"),
+            ),
+            ("RoleBinding", made("team-b", "jit-new-0123456789ab", 121), Verdict::Foreign),
+            // Young or not, a name of no grant's shape is never kube-jit's.
+            ("RoleBinding", made("team-b", "admins", 5), Verdict::Foreign),
         ];
         for (kind, m, want) in table {
-            assert_eq!(verdict(kind, m, &ledger, GRANTS), *want, "{kind} {m:?}");
+            assert_eq!(verdict(kind, m, &ledger, GRANTS, now), *want, "{kind} {m:?}");
         }
     }
 }
