@@ -17,7 +17,11 @@
 #
 # KUBE_JIT_BENCH_KEEP_AUDIT=1 keeps the API server's audit log in DIR too.
 # Environment: KUBE_JIT_BENCH_APISERVER_ARGS replaces the kube-apiserver flags
-# below; KUBE_JIT_BENCH_PROFILE (release|dev) overrides the build profile.
+# below; KUBE_JIT_BENCH_PROFILE (release|dev) overrides the build profile;
+# KUBE_JIT_BENCH_OPERATOR runs this program instead of the built kube-jit,
+# with the same arguments (a wrapper that profiles it, for example
+# `exec heaptrack -o /tmp/heap target/release/kube-jit "$@"`; memory figures
+# then read the wrapper's process).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,7 +39,7 @@ main() {
       --scale) scale=${2:?--scale needs a number}; shift ;;
       --revocation) revocation=${2:?--revocation needs numbers}; shift ;;
       --only) only=${2:?--only needs sections}; shift ;;
-      -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -65,6 +69,7 @@ main() {
     operator="$target_dir/debug/kube-jit"
   fi
   cargo bench --profile "$profile" --bench grants --no-run
+  operator=${KUBE_JIT_BENCH_OPERATOR:-$operator}
 
   hack/local-cluster.sh build
   state=$(mktemp -d -t kube-jit-bench.XXXXXX)
