@@ -141,7 +141,7 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
     // says Granted, but the API server's authorizer learns of it from its own
     // watch a moment later: a 403 in the first seconds is retried.
     let deadline = std::time::Instant::now() + MINT_AUTHORIZATION_GRACE;
-    // 10 ms, doubling to 200 ms: the binding is usually seen within milliseconds.
+    // 10 ms, doubling to 100 ms: the binding is usually seen within milliseconds.
     let mut wait = Duration::from_millis(10);
     let minted = loop {
         match api.create_token_request(&sa.name, &PostParams::default(), &token_request).await {
@@ -152,7 +152,7 @@ pub async fn mint_grant_token(client: &Client, request: &AccessRequest, lifetime
                     && std::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(200));
+                wait = (wait * 2).min(Duration::from_millis(100));
             }
             other => break other?,
         }

@@ -36,14 +36,22 @@ pub struct Held {
     pub latency: Duration,
     /// TokenRequests refused (403) after Granted was visible, before one succeeded.
     pub mint_retries: u32,
+    /// Where the time went, ms from the start: request created, Granted
+    /// seen, token minted, first in-scope 200.
+    pub steps: [f64; 4],
+    /// In-scope calls until the first 200.
+    pub calls: u32,
 }
 
 /// Asks, waits for Granted (watch), mints a token as the requester, and calls
 /// until the call succeeds.
 pub async fn operator_grant(w: &World, board: &Board, name: &str, duration: &str) -> anyhow::Result<Held> {
     let start = Instant::now();
+    let since = |t: Instant| crate::measure::ms(t - start);
     request(w, name, duration).await?;
+    let requested = Instant::now();
     let granted = board.wait(name, Phase::Granted, GRANT_LIMIT).await?;
+    let seen = Instant::now();
     // Granted is recorded after the token RoleBinding is made, but the API
     // server's authorizer may not have seen that binding yet: retry a 403.
     let mut mint_retries = 0;
@@ -56,9 +64,12 @@ pub async fn operator_grant(w: &World, board: &Board, name: &str, duration: &str
             other => break other?,
         }
     };
+    let minted = Instant::now();
     let client = w.with_token(&token);
-    wait_status(&client, 200, Duration::from_secs(30)).await?;
-    Ok(Held { name: name.to_string(), request: granted, client, latency: start.elapsed(), mint_retries })
+    let calls = wait_status(&client, 200, Duration::from_secs(30)).await?;
+    let done = Instant::now();
+    let steps = [since(requested), since(seen), since(minted), since(done)];
+    Ok(Held { name: name.to_string(), request: granted, client, latency: done - start, mint_retries, steps, calls })
 }
 
 /// The floor: the minimal calls for the same access, by a plain client.
@@ -66,6 +77,9 @@ pub struct FloorHeld {
     pub name: String,
     pub client: Option<Client>,
     pub latency: Duration,
+    /// ms from the start: ServiceAccount, RoleBinding, token, first 200.
+    pub steps: [f64; 4],
+    pub calls: u32,
 }
 
 /// ServiceAccount, RoleBinding to `view`, and, when `mint`, a TokenRequest and
@@ -78,20 +92,26 @@ pub async fn floor_grant(w: &World, name: &str, mint: bool) -> anyhow::Result<Fl
     // Where kube-jit keeps grant identities too.
     let sas = Api::<ServiceAccount>::namespaced(w.floor.clone(), GRANTS_NS);
     sas.create(&pp, &sa).await?;
+    let sa_made = crate::measure::ms(start.elapsed());
     let rb: RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {FLOOR_LABEL: "floor"}},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": GRANTS_NS}]}))?;
     Api::<RoleBinding>::namespaced(w.floor.clone(), TARGET_NS).create(&pp, &rb).await?;
+    let rb_made = crate::measure::ms(start.elapsed());
     if !mint {
-        return Ok(FloorHeld { name: name.to_string(), client: None, latency: start.elapsed() });
+        let steps = [sa_made, rb_made, rb_made, rb_made];
+        return Ok(FloorHeld { name: name.to_string(), client: None, latency: start.elapsed(), steps, calls: 0 });
     }
     let tr = serde_json::from_value(json!({"spec": {"expirationSeconds": 600}}))?;
     let minted = sas.create_token_request(name, &pp, &tr).await?;
     let token = minted.status.and_then(|s| s.token).ok_or_else(|| anyhow::anyhow!("no token"))?;
+    let minted = crate::measure::ms(start.elapsed());
     let client = w.with_token(&token);
-    wait_status(&client, 200, Duration::from_secs(30)).await?;
-    Ok(FloorHeld { name: name.to_string(), client: Some(client), latency: start.elapsed() })
+    let calls = wait_status(&client, 200, Duration::from_secs(30)).await?;
+    let latency = start.elapsed();
+    let steps = [sa_made, rb_made, minted, crate::measure::ms(latency)];
+    Ok(FloorHeld { name: name.to_string(), client: Some(client), latency, steps, calls })
 }
 
 /// Revokes a floor grant as the operator would: binding first, then identity.

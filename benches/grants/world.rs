@@ -312,14 +312,26 @@ pub async fn in_scope_status(client: &Client) -> u16 {
     }
 }
 
-/// Polls the in-scope call every 10 ms until it returns `code`.
-pub async fn wait_status(client: &Client, code: u16, limit: Duration) -> anyhow::Result<()> {
+/// Polls the in-scope call every 10 ms until it returns `code`; returns how
+/// many calls it took.
+pub async fn wait_status(client: &Client, code: u16, limit: Duration) -> anyhow::Result<u32> {
     let start = Instant::now();
+    let mut calls = 0u32;
     loop {
-        if in_scope_status(client).await == code {
-            return Ok(());
-        }
-        anyhow::ensure!(start.elapsed() < limit, "in-scope call did not return {code} within {limit:?}");
+        calls += 1;
+        let last = match Api::<Pod>::namespaced(client.clone(), TARGET_NS)
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+        {
+            Ok(_) if code == 200 => return Ok(calls),
+            Err(kube::Error::Api(s)) if s.code == code => return Ok(calls),
+            Ok(_) => "200".to_string(),
+            Err(e) => e.to_string(),
+        };
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "in-scope call did not return {code} within {limit:?} ({calls} calls, the last: {last})"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -99,7 +99,7 @@ pub async fn revoke_vanished(ctx: &Context, request: &AccessRequest) {
     let Some(grant) = status.grant.as_ref().filter(|g| g.revoked_at.is_none()) else { return };
     let name = request.name_any();
     let mut attempt = 0;
-    let own = transitions::revocable(request, &grant.objects);
+    let own = transitions::own_objects(request, &grant.objects);
     while let Err(e) = super::objects::delete_refs(&ctx.client, &own).await {
         attempt += 1;
         // The sweep removes whatever remains once the grant's expiry passes.
@@ -347,8 +347,7 @@ async fn live(
                 None => plan.insert(transitions::replan(ctx, request, expires_at)?),
             };
             if plan.part_of(&object.kind, &object.name) == crate::grant::Part::Usable {
-                let identity_uid = ctx.identity_uid(&plan.holder).await?;
-                return transitions::make_usable(request, ctx, plan, expires_at, identity_uid).await;
+                return transitions::make_usable(request, ctx, plan, expires_at).await;
             }
             if status.delegation_chain.len() > 1
                 && let Err(why) = delegation::parent_live_now(ctx, &status).await

@@ -260,17 +260,6 @@ impl Context {
         super::objects::exists_ref(&self.client, object).await
     }
 
-    /// The uid of the grant identity `holder` (a ServiceAccount), from the
-    /// cache or else the API server; `None` if it does not exist.
-    pub async fn identity_uid(&self, holder: &crate::api::ObjectRef) -> crate::Result<Option<String>> {
-        if let Some(uid) = self.managed.as_ref().and_then(|m| m.service_account_uid(&holder.namespace, &holder.name)) {
-            return Ok(Some(uid));
-        }
-        let api =
-            kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.client.clone(), &holder.namespace);
-        Ok(api.get_metadata_opt(&holder.name).await?.and_then(|sa| sa.metadata.uid))
-    }
-
     /// Records the resourceVersion a status write returned (see [`Context::cache_behind`]).
     pub fn wrote(&self, written: &AccessRequest) {
         let (Some(uid), Some(resource_version)) = (written.uid(), resource_version(written)) else { return };

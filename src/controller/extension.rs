@@ -100,7 +100,7 @@ pub async fn extend(
         // Objects first: an object annotated with the old expiry would be
         // swept as an orphan once that passes.
         let plan = replan(ctx, request, new_expiry)?;
-        let secret = objects::make(&ctx.client, &plan).await?.secret;
+        let secret = objects::make(&ctx.client, &plan).await?;
         if let Some(secret) = secret {
             let remaining = new_expiry.duration_since(Timestamp::now()).as_secs();
             objects::mint_into_secret(&ctx.client, &plan, &secret, remaining).await?;

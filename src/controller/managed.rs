@@ -85,11 +85,6 @@ impl ManagedObjects {
         (objects, rx.boxed(), Feeding(task))
     }
 
-    /// The uid of a grant's ServiceAccount as the cache shows it.
-    pub fn service_account_uid(&self, namespace: &str, name: &str) -> Option<String> {
-        self.service_accounts.get(&ObjectRef::new(name).within(namespace))?.metadata.uid.clone()
-    }
-
     /// Whether every cache has its first full list: until then, an object
     /// missing from a cache says nothing.
     pub async fn synced(&self) {

@@ -144,6 +144,16 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 
+/// What the request cache keeps of an AccessRequest: all but its
+/// managedFields and the copy of itself `kubectl apply` leaves in an
+/// annotation (nothing reads them; status writes send the status alone).
+fn slim_request(request: &mut AccessRequest) {
+    drop_managed_fields(request);
+    if let Some(annotations) = request.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// Starts a reflector for `K` in its own task, announcing each change `what` maps it to.
 fn cache<K>(api: Api<K>, changes: &broadcast::Sender<Change>, what: impl ChangeOf<K>) -> Store<K>
 where
@@ -491,18 +501,25 @@ async fn act(
     let (vanished_tx, mut vanished_rx) = tokio::sync::mpsc::unbounded_channel::<AccessRequest>();
     let index = Arc::new(index::RequestIndex::default());
     let indexed = index.clone();
-    let requests =
-        reflector::reflector(writer, watcher(requests_api, watcher::Config::default()).modify(drop_managed_fields))
-            .backoff(backoff::watches())
-            .inspect(move |event| {
-                if let Ok(event) = event {
-                    indexed.observe(event);
+    // A request made for an agent changed: its AgentIdentity's status counts
+    // it. Taken from this watch rather than a second watch of every request.
+    let (agent_tx, agent_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<AgentIdentity>>();
+    let requests = reflector::reflector(writer, watcher(requests_api, watcher::Config::default()).modify(slim_request))
+        .backoff(backoff::watches())
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                indexed.observe(event);
+                if let watcher::Event::Apply(r) | watcher::Event::InitApply(r) | watcher::Event::Delete(r) = event
+                    && let (Some(agent), Some(ns)) = (r.spec.for_agent.as_deref(), r.namespace())
+                {
+                    let _ = agent_tx.unbounded_send(ObjectRef::new(agent).within(&ns));
                 }
-                if let Ok(watcher::Event::Delete(request)) = event {
-                    let _ = vanished_tx.send(request.clone());
-                }
-            })
-            .applied_objects();
+            }
+            if let Ok(watcher::Event::Delete(request)) = event {
+                let _ = vanished_tx.send(request.clone());
+            }
+        })
+        .applied_objects();
     let controller = Controller::for_stream(requests, reader);
     let (managed_objects, managed_changes, _feeding) = managed::ManagedObjects::start(&client);
     let mut ctx = Context::new(client.clone(), caches.stores(controller.store()), settings.trust_domain.clone());
@@ -703,9 +720,7 @@ async fn act(
     let agents_stop = stop_once_ready(stop.clone(), agents_controller.store());
     let requests_stop = stop_once_ready(stop.clone(), controller.store());
     let agents_controller = agents_controller
-        .watches(Api::<AccessRequest>::all(client.clone()), watcher::Config::default(), |r: AccessRequest| {
-            Some(ObjectRef::<AgentIdentity>::new(r.spec.for_agent.as_deref()?).within(&r.namespace()?))
-        })
+        .reconcile_on(agent_triggers)
         .reconcile_all_on(rbac)
         .trigger_backoff(backoff::watches())
         .graceful_shutdown_on(agents_stop)
@@ -725,6 +740,10 @@ async fn act(
             match result {
                 // Reconciler errors are logged (and retried) by error_policy.
                 Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                // A trigger (a grant object going) for a request already gone.
+                Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
+                    tracing::debug!(request = %r, "reconcile of a request no longer cached: nothing to do")
+                }
                 // Anything else means a scheduled reconcile did not run: say so.
                 Err(e) => tracing::warn!(error = %e, "controller could not run a reconcile"),
             }

@@ -67,92 +67,40 @@ where
     create_or_apply(Api::all(client.clone()), obj).await
 }
 
-/// What making one object gave back: the token Secret as the API server
-/// holds it, and the object's uid.
-struct MadeOne {
-    secret: Option<Secret>,
-    uid: Option<String>,
-}
-
-fn made<K: Resource>(object: &K) -> MadeOne {
-    MadeOne { secret: None, uid: object.meta().uid.clone() }
-}
-
-/// Makes one object.
-async fn make_one(client: &Client, object: &Managed) -> Result<MadeOne> {
-    Ok(match object {
-        Managed::ServiceAccount(o) => made(&make_namespaced(client, o).await?),
-        Managed::Secret(o) => {
-            let secret = make_namespaced(client, o).await?;
-            MadeOne { uid: secret.metadata.uid.clone(), secret: Some(secret) }
-        }
-        Managed::Role(o) => made(&make_namespaced(client, o).await?),
-        Managed::RoleBinding(o) => made(&make_namespaced(client, o).await?),
-        Managed::ClusterRole(o) => made(&make_cluster(client, o).await?),
-        Managed::ClusterRoleBinding(o) => made(&make_cluster(client, o).await?),
-    })
-}
-
-/// What making a part of a plan gave back.
-#[derive(Debug, Default)]
-pub struct Made {
-    /// The token Secret as the API server holds it, if the part has one.
-    pub secret: Option<Secret>,
-    /// The uid of the grant's ServiceAccount, if the part made it.
-    pub identity_uid: Option<String>,
+/// Makes one object; returns the token Secret as the API server holds it
+/// (the only object whose state the caller needs back).
+async fn make_one(client: &Client, object: &Managed) -> Result<Option<Secret>> {
+    match object {
+        Managed::ServiceAccount(o) => make_namespaced(client, o).await.map(|_| None),
+        Managed::Secret(o) => make_namespaced(client, o).await.map(Some),
+        Managed::Role(o) => make_namespaced(client, o).await.map(|_| None),
+        Managed::RoleBinding(o) => make_namespaced(client, o).await.map(|_| None),
+        Managed::ClusterRole(o) => make_cluster(client, o).await.map(|_| None),
+        Managed::ClusterRoleBinding(o) => make_cluster(client, o).await.map(|_| None),
+    }
 }
 
 /// Makes every object of the plan, both parts (see [`make_part`]).
-pub async fn make(client: &Client, plan: &Plan) -> Result<Made> {
-    let access = make_part(client, plan, Part::Access, None).await?;
-    let usable = make_part(client, plan, Part::Usable, access.identity_uid.as_deref()).await?;
-    Ok(Made { secret: usable.secret, identity_uid: access.identity_uid })
+pub async fn make(client: &Client, plan: &Plan) -> Result<Option<Secret>> {
+    make_part(client, plan, Part::Access).await?;
+    make_part(client, plan, Part::Usable).await
 }
 
 /// Makes the objects of one part of the plan: its roles first, so a binding
 /// never names a role that is missing, then the identity and the bindings
 /// together (a binding may name the identity a moment before it exists: only
 /// the operator can make a ServiceAccount of that name, so nobody else can
-/// step into it). `identity_uid`, the grant's ServiceAccount, becomes the
-/// owner of the requester's right to mint (its Role and RoleBinding), so the
-/// garbage collector removes that right with the identity.
-pub async fn make_part(client: &Client, plan: &Plan, part: Part, identity_uid: Option<&str>) -> Result<Made> {
-    let owned: Vec<Managed> = plan.part(part).into_iter().map(|o| owned_by_identity(plan, o, identity_uid)).collect();
-    let (roles, rest): (Vec<&Managed>, Vec<&Managed>) = owned.iter().partition(|o| o.stage() == Stage::Roles);
-    let mut made = Made::default();
+/// step into it). Returns the token Secret, if the part has it.
+pub async fn make_part(client: &Client, plan: &Plan, part: Part) -> Result<Option<Secret>> {
+    let (roles, rest): (Vec<&Managed>, Vec<&Managed>) =
+        plan.part(part).into_iter().partition(|o| o.stage() == Stage::Roles);
+    let mut secret = None;
     for wave in [roles, rest] {
-        for (object, result) in wave.iter().zip(try_join_all(wave.iter().map(|o| make_one(client, o))).await?) {
-            if let (Managed::ServiceAccount(_), Some(uid)) = (object, result.uid) {
-                made.identity_uid = Some(uid);
-            }
-            made.secret = made.secret.or(result.secret);
+        for made in try_join_all(wave.into_iter().map(|o| make_one(client, o))).await? {
+            secret = secret.or(made);
         }
     }
-    Ok(made)
-}
-
-/// `object`, with an ownerReference to the grant's ServiceAccount when it is
-/// part of the requester's right to mint and the identity's uid is known.
-fn owned_by_identity(plan: &Plan, object: &Managed, identity_uid: Option<&str>) -> Managed {
-    let mut object = object.clone();
-    let name = object.metadata().name.clone().unwrap_or_default();
-    let (Some(uid), Some(sa)) = (identity_uid, plan.service_account()) else { return object };
-    if plan.mint_right.as_deref() != Some(name.as_str()) {
-        return object;
-    }
-    let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-        api_version: "v1".into(),
-        kind: "ServiceAccount".into(),
-        name: sa.metadata.name.clone().unwrap_or_default(),
-        uid: uid.to_string(),
-        ..Default::default()
-    };
-    match &mut object {
-        Managed::Role(o) => o.metadata.owner_references = Some(vec![owner]),
-        Managed::RoleBinding(o) => o.metadata.owner_references = Some(vec![owner]),
-        _ => {}
-    }
-    object
+    Ok(secret)
 }
 
 /// The roles `spec` binds by name with their rules now, and the names of
@@ -204,12 +152,21 @@ pub async fn granted_roles(
     Ok((found, missing))
 }
 
-/// Deletes the recorded objects of a grant in revocation order: bindings,
-/// then identity, then roles; absent objects are fine.
+/// Deletes the recorded objects of a grant in revocation order: the bindings
+/// that give the rights (outside the identity's namespace), then the identity
+/// with the bindings beside it (the requester's right to mint), then roles;
+/// absent objects are fine. Across grants ending together, every grant's
+/// rights go before any identity ([`DELETES`] serves first come, first served).
 pub async fn delete_refs(client: &Client, refs: &[ObjectRef]) -> Result<usize> {
+    let identity_ns = refs.iter().find(|r| r.kind == "ServiceAccount").map(|r| r.namespace.as_str());
+    let wave = |r: &ObjectRef| match Stage::of_kind(&r.kind) {
+        Stage::Bindings if Some(r.namespace.as_str()) != identity_ns || r.namespace.is_empty() => 0,
+        Stage::Bindings | Stage::Identity => 1,
+        Stage::Roles => 2,
+    };
     let mut deleted = 0;
-    for stage in [Stage::Bindings, Stage::Identity, Stage::Roles] {
-        let batch = refs.iter().filter(|r| Stage::of_kind(&r.kind) == stage);
+    for stage in 0..3 {
+        let batch = refs.iter().filter(|r| wave(r) == stage);
         let results = try_join_all(batch.map(|r| async move {
             match delete_by_ref(client, &r.kind, &r.namespace, &r.name).await {
                 // The right to delete token Secrets comes from a RoleBinding in

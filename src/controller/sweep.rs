@@ -221,16 +221,16 @@ pub struct Swept {
 
 /// The labelled objects judged by [`ownership::verdict`]: those kube-jit
 /// should delete (with why), bindings first, and the foreign ones
-/// (`Kind ns/name`). Objects are listed before requests, so every object of
-/// a recorded grant seen here has its record in the list below; the few made
-/// a moment before their record are young, and left for a later sweep
-/// ([`ownership::UNRECORDED_GRACE`]).
+/// (`Kind ns/name`). The ledger of what grants recorded is read first, then
+/// the objects a page at a time, each judged as it comes and only the doomed
+/// kept: the sweep's memory does not grow with the live grants' objects. An
+/// object made after the ledger was read is young, and left for a later
+/// sweep ([`ownership::UNRECORDED_GRACE`]), as is any made a moment before
+/// its record.
 async fn judge(
     client: &Client,
     grants_namespace: &str,
 ) -> Result<(Vec<(String, ObjectMeta, &'static str)>, Vec<String>)> {
-    let mut found = managed_objects(client).await?;
-    found.extend(grant_secrets(client, grants_namespace).await);
     let now = Timestamp::now();
     let mut ledger = ownership::Ledger::default();
     each_request(client, |r| {
@@ -239,12 +239,20 @@ async fn judge(
     })
     .await?;
     let (mut doomed, mut foreign) = (Vec::new(), Vec::new());
-    for (kind, meta) in found {
-        match ownership::verdict(&kind, &meta, &ledger, grants_namespace, now) {
+    let mut judge_one =
+        |kind: &str, meta: ObjectMeta| match ownership::verdict(kind, &meta, &ledger, grants_namespace, now) {
             Verdict::Keep => {}
-            Verdict::Foreign => foreign.push(describe(&kind, &meta)),
-            Verdict::Delete(why) => doomed.push((kind, meta, why)),
-        }
+            Verdict::Foreign => foreign.push(describe(kind, &meta)),
+            Verdict::Delete(why) => doomed.push((kind.to_string(), meta, why)),
+        };
+    let lp = ListParams::default().labels(names::MANAGED_SELECTOR);
+    each_managed::<RoleBinding>(client, &lp, &mut judge_one).await?;
+    each_managed::<ClusterRoleBinding>(client, &lp, &mut judge_one).await?;
+    each_managed::<ServiceAccount>(client, &lp, &mut judge_one).await?;
+    each_managed::<Role>(client, &lp, &mut judge_one).await?;
+    each_managed::<ClusterRole>(client, &lp, &mut judge_one).await?;
+    for (kind, meta) in grant_secrets(client, grants_namespace).await {
+        judge_one(&kind, meta);
     }
     Ok((doomed, foreign))
 }
@@ -315,42 +323,30 @@ async fn grant_secrets(client: &Client, grants_namespace: &str) -> Vec<(String, 
     }
 }
 
-/// Every object labelled as kube-jit's, as (kind, metadata), bindings first.
-/// Secrets are not listed: the operator holds no read access to them; the
-/// garbage collector removes token Secrets with their (owning) request.
-pub async fn managed_objects(client: &Client) -> Result<Vec<(String, kube::api::ObjectMeta)>> {
-    let lp = ListParams::default().labels(names::MANAGED_SELECTOR);
-    let mut found = Vec::new();
-    found.extend(list_kind::<RoleBinding>(client, &lp).await?);
-    found.extend(list_kind::<ClusterRoleBinding>(client, &lp).await?);
-    found.extend(list_kind::<ServiceAccount>(client, &lp).await?);
-    found.extend(list_kind::<Role>(client, &lp).await?);
-    found.extend(list_kind::<ClusterRole>(client, &lp).await?);
-    Ok(found)
-}
-
 /// Objects per page of a sweep's list: each page's `managedFields` (a decoded
 /// tree per field manager) are dropped before the next is read, so a sweep over
 /// thousands of grants holds names and annotations, not every field set at once.
 const SWEEP_PAGE: u32 = 250;
 
-async fn list_kind<K>(client: &Client, lp: &ListParams) -> Result<Vec<(String, kube::api::ObjectMeta)>>
+/// Calls `each` with the (kind, metadata) of every object of kind `K` that
+/// `lp` selects, [`SWEEP_PAGE`] at a time, managedFields dropped.
+async fn each_managed<K>(client: &Client, lp: &ListParams, each: &mut impl FnMut(&str, ObjectMeta)) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
     let api = Api::<K>::all(client.clone());
-    let mut found = Vec::new();
     let mut page = lp.clone().limit(SWEEP_PAGE);
     loop {
         let list = api.list_metadata(&page).await?;
-        found.extend(list.items.into_iter().map(|i: PartialObjectMeta<K>| {
-            let mut meta = i.metadata;
+        for item in list.items {
+            let item: PartialObjectMeta<K> = item;
+            let mut meta = item.metadata;
             meta.managed_fields = None;
-            (K::kind(&()).to_string(), meta)
-        }));
+            each(&K::kind(&()), meta);
+        }
         match list.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => page = page.continue_token(&token),
-            None => return Ok(found),
+            None => return Ok(()),
         }
     }
 }

@@ -187,10 +187,9 @@ pub async fn make(
     {
         return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, format!("{why}; nothing was granted")).await;
     }
-    let made = match objects::make_part(&ctx.client, &plan, Part::Access, None).await {
-        Ok(made) => made,
-        Err(e) => return making_failed(request, ctx, e, status, approved).await,
-    };
+    if let Err(e) = objects::make_part(&ctx.client, &plan, Part::Access).await {
+        return making_failed(request, ctx, e, status, approved).await;
+    }
     let identity = names::service_account_username(&plan.holder.namespace, &plan.holder.name);
     let now = Timestamp::now();
     let message = format!("{identity} holds the rights until {expires_at}");
@@ -218,24 +217,17 @@ pub async fn make(
     }
     line.record();
     crate::metrics::global().granted(request, now);
-    make_usable(&written, ctx, &plan, expires_at, made.identity_uid).await
+    make_usable(&written, ctx, &plan, expires_at).await
 }
 
 /// Makes a recorded grant usable: the requester's right to mint tokens for
-/// the grant identity (owned by the identity, `identity_uid`, when known),
-/// and the token Secret filled by the operator. Run after `Granted` is
-/// written, and again by the live check while any of it is missing.
-pub async fn make_usable(
-    request: &AccessRequest,
-    ctx: &Context,
-    plan: &Plan,
-    expires_at: Timestamp,
-    identity_uid: Option<String>,
-) -> Result<Action> {
+/// the grant identity, and the token Secret filled by the operator. Run after
+/// `Granted` is written, and again by the live check while any of it is missing.
+pub async fn make_usable(request: &AccessRequest, ctx: &Context, plan: &Plan, expires_at: Timestamp) -> Result<Action> {
     let issued = async {
-        let made = objects::make_part(&ctx.client, plan, Part::Usable, identity_uid.as_deref()).await?;
+        let secret = objects::make_part(&ctx.client, plan, Part::Usable).await?;
         let remaining = expires_at.duration_since(Timestamp::now()).as_secs();
-        match made.secret {
+        match secret {
             Some(secret) => objects::fill_token_secret(&ctx.client, plan, &secret, remaining).await,
             None => Ok(false),
         }
@@ -323,7 +315,7 @@ pub async fn end_one(
     let mut status = request.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     if let Some(grant) = status.grant.as_mut() {
-        objects::delete_refs(&ctx.client, &revocable(request, &grant.objects)).await?;
+        objects::delete_refs(&ctx.client, &own_objects(request, &grant.objects)).await?;
         if grant.revoked_at.is_none() {
             grant.revoked_at = Some(Time(Timestamp::now()));
         }
@@ -425,31 +417,6 @@ pub async fn write_status(
     let written = api.replace_status(&request.name_any(), &params, &body).await?;
     ctx.wrote(&written);
     Ok(written)
-}
-
-/// What revocation deletes of `request`'s grant: its own objects
-/// ([`own_objects`]) but the requester's right to mint, which the grant's
-/// ServiceAccount owns, so the garbage collector removes it with the
-/// identity (it lets the requester mint tokens for that ServiceAccount only,
-/// which is gone). A right made without that owner (by an older version) is
-/// left to the sweep, which deletes it as its grant is over.
-pub fn revocable(request: &AccessRequest, recorded: &[crate::api::ObjectRef]) -> Vec<crate::api::ObjectRef> {
-    let id = names::grant_id(
-        &request.namespace().unwrap_or_default(),
-        &request.name_any(),
-        &request.uid().unwrap_or_default(),
-    );
-    let mint_right = names::object_name(&request.name_any(), "token", &id);
-    let ephemeral = request
-        .status
-        .as_ref()
-        .and_then(|s| s.grant.as_ref())
-        .and_then(|g| g.service_account.as_ref())
-        .is_some_and(|sa| names::is_object_of_grant(&sa.name, &id));
-    own_objects(request, recorded)
-        .into_iter()
-        .filter(|o| !(ephemeral && matches!(o.kind.as_str(), "Role" | "RoleBinding") && o.name == mint_right))
-        .collect()
 }
 
 /// The recorded objects `request`'s grant may consist of: named for the grant

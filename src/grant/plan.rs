@@ -105,10 +105,12 @@ pub struct Plan {
 /// for it) until the grant is recorded and audited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
-    /// Roles, the identity and its bindings: the rights, unusable without a token.
+    /// Roles, the identity and its bindings: the rights, unusable without a
+    /// token. The token Role is made here too: unbound, it gives nobody
+    /// anything, and making it early leaves one request after the record.
     Access,
-    /// The requester's right to mint tokens (token Role and RoleBinding) and
-    /// the token Secret: what makes the identity usable.
+    /// The requester's right to mint tokens (the token RoleBinding) and the
+    /// token Secret: what makes the identity usable.
     Usable,
 }
 
@@ -123,7 +125,7 @@ impl Plan {
 
     /// Which part of the grant `object` belongs to.
     pub fn part_of(&self, kind: &str, name: &str) -> Part {
-        let mint_right = matches!(kind, "Role" | "RoleBinding") && self.mint_right.as_deref() == Some(name);
+        let mint_right = kind == "RoleBinding" && self.mint_right.as_deref() == Some(name);
         if mint_right || kind == "Secret" { Part::Usable } else { Part::Access }
     }
 
@@ -498,6 +500,9 @@ mod tests {
         assert_eq!(secret.metadata.namespace.as_deref(), Some("grants"));
         assert_eq!(p.part_of("Secret", secret.metadata.name.as_deref().unwrap()), Part::Usable);
         let mint = p.mint_right.clone().unwrap();
+        // Bound, the right is usable; the Role alone gives nothing.
+        assert_eq!(p.part_of("RoleBinding", &mint), Part::Usable);
+        assert_eq!(p.part_of("Role", &mint), Part::Access);
         let role = p
             .objects
             .iter()
