@@ -15,7 +15,7 @@
 #   --only S[,S]  run only these sections: latency, revocation, burst, scale, workload
 #               (without latency, a short calibration round aims the others)
 #
-# KUBE_JIT_BENCH_KEEP_AUDIT=1 keeps the API server's audit log in DIR too.
+# KUBE_JIT_BENCH_KEEP_AUDIT=1 keeps the control plane's logs (the audit log among them) in DIR too.
 # Environment: KUBE_JIT_BENCH_APISERVER_ARGS replaces the kube-apiserver flags
 # below; KUBE_JIT_BENCH_PROFILE (release|dev) overrides the build profile;
 # KUBE_JIT_BENCH_OPERATOR runs this program instead of the built kube-jit,
@@ -95,7 +95,7 @@ main() {
   cargo bench --profile "$profile" --bench grants -- "${args[@]}" || status=$?
   # Keep the operator's logs of the run beside the figures (the cluster goes).
   cp "$KUBE_JIT_CLUSTER_DIR"/operator-*.log "$out/" 2>/dev/null || true
-  if [[ ${KUBE_JIT_BENCH_KEEP_AUDIT:-} == 1 ]]; then cp "$KUBE_JIT_CLUSTER_DIR"/logs/audit*.log "$out/" 2>/dev/null || true; fi
+  if [[ ${KUBE_JIT_BENCH_KEEP_AUDIT:-} == 1 ]]; then cp "$KUBE_JIT_CLUSTER_DIR"/logs/*.log "$out/" 2>/dev/null || true; fi
   echo "== hack/bench.sh ($mode) finished in $((SECONDS - start))s with status $status"
   return $status
 }

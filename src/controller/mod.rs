@@ -11,6 +11,7 @@ pub mod delegation;
 pub mod events;
 pub mod extension;
 pub mod index;
+pub mod interned;
 pub mod managed;
 pub mod objects;
 pub mod sweep;
@@ -504,7 +505,12 @@ async fn act(
     // A request made for an agent changed: its AgentIdentity's status counts
     // it. Taken from this watch rather than a second watch of every request.
     let (agent_tx, agent_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<AgentIdentity>>();
-    let requests = reflector::reflector(writer, watcher(requests_api, watcher::Config::default()).modify(slim_request))
+    let interner = interned::Interner::default();
+    let slim = watcher(requests_api, watcher::Config::default()).modify(move |r| {
+        slim_request(r);
+        interner.share(r);
+    });
+    let requests = reflector::reflector(writer, slim)
         .backoff(backoff::watches())
         .inspect(move |event| {
             if let Ok(event) = event {

@@ -126,7 +126,7 @@ pub async fn granted_roles(
             kind: kind.into(),
             namespace: namespace.into(),
             name: role.name.clone(),
-            rules: rules.unwrap_or_default(),
+            rules: std::sync::Arc::new(rules.unwrap_or_default()),
         };
     match role.kind {
         RoleKind::ClusterRole => {

@@ -51,7 +51,7 @@ mod tests {
     }
 
     fn role(kind: &str, namespace: &str, rules: Vec<PolicyRule>) -> GrantedRole {
-        GrantedRole { kind: kind.into(), namespace: namespace.into(), name: "r".into(), rules }
+        GrantedRole { kind: kind.into(), namespace: namespace.into(), name: "r".into(), rules: rules.into() }
     }
 
     /// (row, recorded role, its rules now, what the verdict must say).
