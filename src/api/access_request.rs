@@ -451,9 +451,9 @@ pub struct GrantedRole {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     pub name: String,
-    /// Its rules then. Shared (`Arc`): thousands of grants of one role hold
-    /// the same rules, and the operator's cache keeps one copy of them
-    /// (`controller::interned`).
+    /// Its rules then.
+    // Shared (`Arc`): thousands of grants of one role hold the same rules,
+    // and the operator's cache keeps one copy of them (`controller::interned`).
     #[serde(default)]
     pub rules: std::sync::Arc<Vec<PolicyRule>>,
 }
