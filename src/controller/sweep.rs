@@ -230,6 +230,7 @@ pub struct Swept {
 async fn judge(
     client: &Client,
     grants_namespace: &str,
+    grace: Duration,
 ) -> Result<(Vec<(String, ObjectMeta, &'static str)>, Vec<String>)> {
     let now = Timestamp::now();
     let mut ledger = ownership::Ledger::default();
@@ -240,7 +241,7 @@ async fn judge(
     .await?;
     let (mut doomed, mut foreign) = (Vec::new(), Vec::new());
     let mut judge_one =
-        |kind: &str, meta: ObjectMeta| match ownership::verdict(kind, &meta, &ledger, grants_namespace, now) {
+        |kind: &str, meta: ObjectMeta| match ownership::verdict(kind, &meta, &ledger, grants_namespace, now, grace) {
             Verdict::Keep => {}
             Verdict::Foreign => foreign.push(describe(kind, &meta)),
             Verdict::Delete(why) => doomed.push((kind.to_string(), meta, why)),
@@ -262,7 +263,7 @@ async fn judge(
 /// ([`judge`]). Each delete names the uid listed: an object replaced
 /// meanwhile is left for the next sweep to judge.
 pub async fn sweep(client: &Client, grants_namespace: &str) -> Result<Swept> {
-    let (doomed, foreign) = judge(client, grants_namespace).await?;
+    let (doomed, foreign) = judge(client, grants_namespace, ownership::UNRECORDED_GRACE).await?;
     let mut swept = Swept { deleted: 0, foreign };
     for (kind, meta, why) in doomed {
         let ns = meta.namespace.clone().unwrap_or_default();
@@ -290,7 +291,8 @@ pub async fn owned_leftovers(
     grants_namespace: &str,
     foreign: &dyn Fn(String),
 ) -> Result<Vec<(String, ObjectMeta)>> {
-    let (doomed, others) = judge(client, grants_namespace).await?;
+    // The operator is stopped: nothing is being made, so nothing is young.
+    let (doomed, others) = judge(client, grants_namespace, Duration::ZERO).await?;
     others.into_iter().for_each(foreign);
     Ok(doomed.into_iter().map(|(kind, meta, _)| (kind, meta)).collect())
 }

@@ -72,21 +72,33 @@ pub enum Verdict {
     Foreign,
 }
 
-/// How long an object no grant records is left alone after it was created.
-/// A grant's first objects (its identity and bindings, unusable as nobody can
-/// mint a token for the identity yet) are made a moment before the status
-/// write that records them, so an object can be seen before its record: it
-/// is judged once it is older than this. Well past the 30 s a grant may take
-/// to be made (`MAKE_DEADLINE`), after which its record is written or its
-/// objects were taken down.
-pub const UNRECORDED_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long the sweep leaves alone an object no grant records, after it was
+/// created. A grant's first objects (its identity and bindings, unusable as
+/// nobody can mint a token for the identity yet) are made a moment before the
+/// status write that records them, so an object can be seen before its
+/// record: it is judged once older than this. Well past the time making and
+/// recording take, even under load (2.7 s at most with 100 requests in flight
+/// in the benchmark); should a record come later still, the sweep may have
+/// taken the identity, and the grant ends `ManagedObjectDeleted`: never more
+/// access, at worst a grant lost.
+pub const UNRECORDED_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The verdict on the object of `kind` with `meta` at `now`.
-pub fn verdict(kind: &str, meta: &ObjectMeta, ledger: &Ledger, grants_namespace: &str, now: Timestamp) -> Verdict {
+/// The verdict on the object of `kind` with `meta` at `now`, leaving alone
+/// for `grace` after creation a grant-shaped object no grant records
+/// ([`UNRECORDED_GRACE`] for the sweep; none for uninstall, which runs with
+/// the operator stopped).
+pub fn verdict(
+    kind: &str,
+    meta: &ObjectMeta,
+    ledger: &Ledger,
+    grants_namespace: &str,
+    now: Timestamp,
+    grace: std::time::Duration,
+) -> Verdict {
     let namespace = meta.namespace.as_deref().unwrap_or_default();
     let name = meta.name.as_deref().unwrap_or_default();
     // The API server sets creationTimestamp; nobody can make an object older.
-    let grace = jiff::SignedDuration::try_from(UNRECORDED_GRACE).unwrap_or_default();
+    let grace = jiff::SignedDuration::try_from(grace).unwrap_or_default();
     let young = meta.creation_timestamp.as_ref().is_none_or(|t| t.0 + grace > now);
     match ledger.grant_of(kind, namespace, name) {
         Some(true) => Verdict::Keep,
@@ -216,15 +228,22 @@ mod tests {
             ("RoleBinding", made("team-b", "jit-new-0123456789ab", 5), Verdict::Keep),
             (
                 "ServiceAccount",
-                made(GRANTS, "jit-new-0123456789ab", 121),
+                made(GRANTS, "jit-new-0123456789ab", 16),
                 Verdict::Delete("it is in the grants namespace and no grant records it"),
             ),
-            ("RoleBinding", made("team-b", "jit-new-0123456789ab", 121), Verdict::Foreign),
+            ("RoleBinding", made("team-b", "jit-new-0123456789ab", 16), Verdict::Foreign),
             // Young or not, a name of no grant's shape is never kube-jit's.
             ("RoleBinding", made("team-b", "admins", 5), Verdict::Foreign),
         ];
         for (kind, m, want) in table {
-            assert_eq!(verdict(kind, m, &ledger, GRANTS, now), *want, "{kind} {m:?}");
+            assert_eq!(verdict(kind, m, &ledger, GRANTS, now, UNRECORDED_GRACE), *want, "{kind} {m:?}");
         }
+        // Uninstall judges with no grace: a young object is judged at once.
+        let young = made(GRANTS, "jit-new-0123456789ab", 5);
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(
+            verdict("ServiceAccount", &young, &ledger, GRANTS, now, zero),
+            Verdict::Delete("it is in the grants namespace and no grant records it")
+        );
     }
 }
