@@ -334,7 +334,7 @@ async fn live(
     if status.phase == Phase::Approved {
         // Interrupted between recording and making: finish making it.
         let plan = transitions::replan(ctx, request, expires_at)?;
-        return transitions::make(request, ctx, status, plan, expires_at, None).await;
+        return transitions::make(request, ctx, status, plan, expires_at).await;
     }
     let mut plan = None;
     for object in &grant.objects {

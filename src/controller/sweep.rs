@@ -224,9 +224,8 @@ pub struct Swept {
 /// (`Kind ns/name`). The ledger of what grants recorded is read first, then
 /// the objects a page at a time, each judged as it comes and only the doomed
 /// kept: the sweep's memory does not grow with the live grants' objects. An
-/// object made after the ledger was read is young, and left for a later
-/// sweep ([`ownership::UNRECORDED_GRACE`]), as is any made a moment before
-/// its record.
+/// object made (and recorded) after the ledger was read is young, and left
+/// for a later sweep ([`ownership::UNRECORDED_GRACE`]).
 async fn judge(
     client: &Client,
     grants_namespace: &str,

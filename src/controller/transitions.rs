@@ -99,12 +99,20 @@ pub async fn approve(
         token_bound_to,
         ..GrantStatus::default()
     });
-    let approved = AuditLine {
-        reason: Some(approval.reason.to_string()),
-        message: Some(approval.message.clone()),
-        ..AuditLine::of(AuditEvent::Approved, request, &status)
+    // The record first, objects and expiry included: whatever happens from
+    // here on (a crash, a revocation racing this reconcile, a failed write),
+    // revocation and the sweep know every object to take down. Made before
+    // their record, a requester's own ServiceAccount's bindings (already
+    // usable) could be left behind by a write that then failed.
+    let written = write_status(ctx, request, &status).await?;
+    let details = Details {
+        policy: Some(&approval.policy),
+        reason: Some(approval.reason),
+        message: Some(&approval.message),
+        ..Details::default()
     };
-    make(request, ctx, status, plan, expires_at, Some(approved)).await
+    audit::record(AuditEvent::Approved, &written, details);
+    make_checked(&written, ctx, status, plan, expires_at).await
 }
 
 /// The plan of a request: who may mint tokens (the agent's base ServiceAccount
@@ -154,41 +162,42 @@ pub fn replan(ctx: &Context, request: &AccessRequest, expires_at: Timestamp) -> 
 /// `Failed` with the API server's last message.
 pub const MAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Makes the grant in two parts with the record between them: the rights
-/// (identity, bindings: unusable, as nobody can mint a token yet), then
-/// `Granted` and its audit line, then what makes it usable (the requester's
-/// right to mint, the token Secret). Schedules expiry.
-///
-/// `approved` is the audit line of an approval decided just now and not yet
-/// written: the approval and the grant are then recorded by one status write.
-/// Should making the rights fail and be worth retrying, the approval is
-/// written on its own first, so the retries run against a recorded expiry
-/// and a recorded list of objects ([`MAKE_DEADLINE`]). Until the record is
-/// written, the rights made are unusable and sit where the sweep finds them
-/// ([`crate::grant::ownership::UNRECORDED_GRACE`]).
+/// Makes a recorded grant in two parts with the `Granted` record between
+/// them: the rights (identity, bindings: unusable, as nobody can mint a token
+/// yet; the token Role, unbound, gives nothing either), then `Granted` and its
+/// audit line, then what makes it usable (the requester's right to mint, the
+/// token Secret). Schedules expiry.
 pub async fn make(
+    request: &AccessRequest,
+    ctx: &Context,
+    status: AccessRequestStatus,
+    plan: Plan,
+    expires_at: Timestamp,
+) -> Result<Action> {
+    // Resuming an approval recorded earlier: its roles must still exist.
+    let (_, missing) = objects::granted_roles(&ctx.client, &ctx.stores.cluster_roles, &request.spec).await?;
+    if !missing.is_empty() {
+        let why = format!("{} does not exist; nothing was granted", missing.join(", "));
+        return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
+    }
+    make_checked(request, ctx, status, plan, expires_at).await
+}
+
+/// [`make`], the roles it binds just checked.
+async fn make_checked(
     request: &AccessRequest,
     ctx: &Context,
     mut status: AccessRequestStatus,
     plan: Plan,
     expires_at: Timestamp,
-    approved: Option<AuditLine>,
 ) -> Result<Action> {
-    if approved.is_none() {
-        // Resuming a recorded approval: its roles must still exist.
-        let (_, missing) = objects::granted_roles(&ctx.client, &ctx.stores.cluster_roles, &request.spec).await?;
-        if !missing.is_empty() {
-            let why = format!("{} does not exist; nothing was granted", missing.join(", "));
-            return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await;
-        }
-    }
     if plan.holder.namespace == ctx.grants_namespace
         && let Err(why) = ctx.grants_namespace_ready()
     {
         return end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, format!("{why}; nothing was granted")).await;
     }
     if let Err(e) = objects::make_part(&ctx.client, &plan, Part::Access).await {
-        return making_failed(request, ctx, e, status, approved).await;
+        return making_failed(request, ctx, e).await;
     }
     let identity = names::service_account_username(&plan.holder.namespace, &plan.holder.name);
     let now = Timestamp::now();
@@ -207,14 +216,10 @@ pub async fn make(
     let written = match write_status(ctx, request, &status).await {
         Ok(written) => written,
         Err(e) => {
-            // The grant's line stands for the approval too, once it is known to have committed.
             ctx.hold_line(&e, request, line);
             return Err(e);
         }
     };
-    if let Some(approved) = approved {
-        approved.record();
-    }
     line.record();
     crate::metrics::global().granted(request, now);
     make_usable(&written, ctx, &plan, expires_at).await
@@ -242,37 +247,23 @@ pub async fn make_usable(request: &AccessRequest, ctx: &Context, plan: &Plan, ex
             audit::record(AuditEvent::TokenIssued, request, details);
         }
         Ok(false) => {}
-        Err(e) => {
-            let status = request.status.clone().unwrap_or_default();
-            return making_failed(request, ctx, e, status, None).await;
-        }
+        Err(e) => return making_failed(request, ctx, e).await,
     }
     Ok(until(expires_at))
 }
 
 /// A step of making failed. A transient error (the API server or etcd briefly
 /// unavailable or throttling, a webhook failing) is retried with the
-/// controller's backoff until [`MAKE_DEADLINE`] after the approval, with the
-/// approval recorded first if it is not yet (`approved`, its audit line);
-/// any other error, or one past the deadline, takes down whatever was made
-/// and ends the request `Failed` with the API server's message. `status` is
-/// the request's status as decided, its grant's objects included.
-async fn making_failed(
-    request: &AccessRequest,
-    ctx: &Context,
-    e: crate::error::Error,
-    status: AccessRequestStatus,
-    approved: Option<AuditLine>,
-) -> Result<Action> {
+/// controller's backoff until [`MAKE_DEADLINE`] after the approval; any other
+/// error, or one past the deadline, takes down whatever was made and ends
+/// the request `Failed` with the API server's message.
+async fn making_failed(request: &AccessRequest, ctx: &Context, e: crate::error::Error) -> Result<Action> {
+    let status = request.status.clone().unwrap_or_default();
     let approved_at = status.conditions.iter().find(|c| c.type_ == types::APPROVED).map(|c| c.last_transition_time.0);
     let deadline = jiff::SignedDuration::try_from(MAKE_DEADLINE).unwrap_or_default();
     let within = approved_at.is_some_and(|t| Timestamp::now() < t + deadline);
     if e.is_transient() && within {
         tracing::warn!(error = %e, request = %request.name_any(), "making the grant hit a transient error; retrying");
-        if let Some(approved) = approved {
-            write_status(ctx, request, &status).await?;
-            approved.record();
-        }
         return Err(e);
     }
     tracing::warn!(error = %e, request = %request.name_any(), "making the grant failed; revoking");
@@ -281,10 +272,7 @@ async fn making_failed(
     } else {
         format!("could not make the grant: {}", e.user_message())
     };
-    // Ended with the objects it decided on, so whatever was made goes.
-    let mut decided = request.clone();
-    decided.status = Some(status);
-    end(&decided, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await
+    end(request, ctx, Phase::Failed, reasons::GRANT_FAILED, why).await
 }
 
 /// Ends a request (see [`end_one`]) and every grant delegated from it.

@@ -73,14 +73,12 @@ pub enum Verdict {
 }
 
 /// How long the sweep leaves alone an object no grant records, after it was
-/// created. A grant's first objects (its identity and bindings, unusable as
-/// nobody can mint a token for the identity yet) are made a moment before the
-/// status write that records them, so an object can be seen before its
-/// record: it is judged once older than this. Well past the time making and
-/// recording take, even under load (2.7 s at most with 100 requests in flight
-/// in the benchmark); should a record come later still, the sweep may have
-/// taken the identity, and the grant ends `ManagedObjectDeleted`: never more
-/// access, at worst a grant lost.
+/// created. The sweep reads the requests (the ledger) before it lists the
+/// objects, so an object made, and recorded, after that read is seen without
+/// its record: it is judged once older than this, by which time its record
+/// is in the next sweep's ledger. Well past the time between a grant's record
+/// and its objects, even under load (2.7 s at most with 100 requests in
+/// flight in the benchmark).
 pub const UNRECORDED_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The verdict on the object of `kind` with `meta` at `now`, leaving alone
@@ -222,7 +220,7 @@ mod tests {
                 Verdict::Delete("it is in the grants namespace and no grant records it"),
             ),
             ("ConfigMap", meta(GRANTS, "kube-root-ca.crt"), Verdict::Foreign),
-            // A grant's first objects are made a moment before its record:
+            // Objects recorded after the sweep read its ledger look unrecorded:
             // left alone while young, judged once older than the grace.
             ("ServiceAccount", made(GRANTS, "jit-new-0123456789ab", 5), Verdict::Keep),
             ("RoleBinding", made("team-b", "jit-new-0123456789ab", 5), Verdict::Keep),

@@ -15,6 +15,7 @@ mod metadata_integrity;
 mod owned_objects;
 mod paused_leader;
 mod redecide;
+mod revoke_race;
 mod separation_of_duties;
 
 /// Asserts `result` is a refusal (403) by the admission policy `policy`, for
