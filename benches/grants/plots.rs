@@ -130,6 +130,41 @@ fn in_flight_range(levels: &[Level]) -> std::ops::Range<f64> {
     lo / 1.8..hi * 1.8
 }
 
+/// A white chart on `root` with requests in flight (log scale) across and
+/// 0..`max` (with headroom) up, its mesh drawn (`x_mesh`: vertical lines too).
+fn in_flight_axes<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    levels: &[Level],
+    max: f64,
+    y_desc: &str,
+    x_mesh: bool,
+) -> anyhow::Result<
+    ChartContext<
+        'a,
+        SVGBackend<'b>,
+        Cartesian2d<plotters::coord::combinators::LogCoord<f64>, plotters::coord::types::RangedCoordf64>,
+    >,
+> {
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(in_flight_range(levels).log_scale(), 0f64..max * 1.2)?;
+    let mut mesh = chart.configure_mesh();
+    if !x_mesh {
+        mesh.disable_x_mesh();
+    }
+    mesh.x_desc("requests in flight (log scale)")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    Ok(chart)
+}
+
 /// Grant latency p50 and p99 against requests in flight: kube-jit and the
 /// floor, four lines.
 pub fn latency_vs_inflight(path: &Path, levels: &[Level]) -> anyhow::Result<()> {
@@ -139,20 +174,8 @@ pub fn latency_vs_inflight(path: &Path, levels: &[Level]) -> anyhow::Result<()> 
         .filter(|v| v.is_finite())
         .fold(1.0, f64::max);
     let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("grant latency against requests in flight (dashed: p99)", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(in_flight_range(levels).log_scale(), 0f64..max * 1.2)?;
-    chart
-        .configure_mesh()
-        .x_desc("requests in flight (log scale)")
-        .y_desc("ms, request created → first in-scope 200")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()?;
+    let caption = "grant latency against requests in flight (dashed: p99)";
+    let mut chart = in_flight_axes(&root, caption, levels, max, "ms, request created → first in-scope 200", true)?;
     let lines: [(&str, Pick, RGBColor, bool); 4] = [
         ("kube-jit p50", |l| l.operator_p50, color(0), false),
         ("kube-jit p99", |l| l.operator_p99, color(0), true),
@@ -200,21 +223,8 @@ pub fn latency_vs_inflight(path: &Path, levels: &[Level]) -> anyhow::Result<()> 
 pub fn throughput_vs_inflight(path: &Path, levels: &[Level], share: f64, from: usize) -> anyhow::Result<()> {
     let max = levels.iter().flat_map(|l| [l.operator_rate, l.floor_rate]).filter(|v| v.is_finite()).fold(1.0, f64::max);
     let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("throughput against requests in flight: grants completed per second", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(in_flight_range(levels).log_scale(), 0f64..max * 1.2)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_desc("requests in flight (log scale)")
-        .y_desc("grants per second")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()?;
+    let caption = "throughput against requests in flight: grants completed per second";
+    let mut chart = in_flight_axes(&root, caption, levels, max, "grants per second", false)?;
     // Bars of equal width on the log axis: kube-jit left of the level, the floor right.
     const WIDTH: f64 = 1.35;
     let sides: [(&str, Pick, RGBColor, bool); 2] =
