@@ -165,6 +165,21 @@ fn in_flight_axes<'a, 'b>(
     Ok(chart)
 }
 
+/// Draws the legend (upper left, on white) and writes the file.
+fn finish<'a, 'b: 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    root: &DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 /// Grant latency p50 and p99 against requests in flight: kube-jit and the
 /// floor, four lines.
 pub fn latency_vs_inflight(path: &Path, levels: &[Level]) -> anyhow::Result<()> {
@@ -207,14 +222,7 @@ pub fn latency_vs_inflight(path: &Path, levels: &[Level]) -> anyhow::Result<()> 
                 + Text::new(format!("{:.0}", p.1), (dx, dy), ("sans-serif", 12).into_font().color(&c))
         }))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 /// Grants completed per second against requests in flight, kube-jit's bar
@@ -259,14 +267,7 @@ pub fn throughput_vs_inflight(path: &Path, levels: &[Level], share: f64, from: u
             .label(format!("target: kube-jit ≥ {:.0} % of the floor's (from {from} in flight)", share * 100.0))
             .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 5, 3, style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 /// The operator's resident memory against live grants (scale section, read
@@ -321,14 +322,7 @@ pub fn rss_vs_grants(
         .draw_series(DashedLineSeries::new([(0.0, target_mib), (max_x * 1.1, target_mib)], 10, 6, target))?
         .label(format!("target: ≤ {target_mib:.0} MiB at {} live grants", thousands(target_at as u64)))
         .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 6, 4, target));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 /// 10000 → "10,000".
