@@ -30,10 +30,8 @@ pub struct Shipped {
     pub policies: Vec<ValidatingAdmissionPolicy>,
     pub bindings: Vec<ValidatingAdmissionPolicyBinding>,
     /// `kube-jit-requester-pod`, which records the Pod of a pod-bound creator
-    /// on its request (without it requests carry no Pod, which only agents
-    /// pinned to a workload need: they are then denied), and
-    /// `kube-jit-request-finalizer`, which creates every request with the
-    /// operator's finalizer (without it the operator adds it). Not required.
+    /// on its request. Not required: without it requests carry no Pod, which
+    /// only agents pinned to a workload need (they are then denied).
     pub mutating: Vec<MutatingAdmissionPolicy>,
     pub mutating_bindings: Vec<MutatingAdmissionPolicyBinding>,
 }
@@ -258,16 +256,11 @@ mod tests {
         assert!(required_policies().count() >= 5);
         let names =
             |m: &[MutatingAdmissionPolicy]| m.iter().filter_map(|p| p.metadata.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&shipped().mutating), ["kube-jit-requester-pod", "kube-jit-request-finalizer"]);
-        let bound: Vec<_> = shipped()
-            .mutating_bindings
-            .iter()
-            .filter_map(|b| b.spec.as_ref().and_then(|s| s.policy_name.clone()))
-            .collect();
-        assert_eq!(bound, ["kube-jit-requester-pod", "kube-jit-request-finalizer"]);
-        // The finalizer the policy adds is the one the operator removes.
-        let finalizer = serde_json::to_string(&shipped().mutating[1]).unwrap();
-        assert!(finalizer.contains(&format!("[\\\"{}\\\"]", crate::names::FINALIZER)), "{finalizer}");
+        assert_eq!(names(&shipped().mutating), ["kube-jit-requester-pod"]);
+        assert_eq!(
+            shipped().mutating_bindings[0].spec.as_ref().map(|s| s.policy_name.as_deref()),
+            Some(Some("kube-jit-requester-pod"))
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn chart_renders_the_committed_crds_and_admission_policies() {
     let find = |rendered: &[Value], wanted: &Value| rendered.iter().find(|o| key(o) == key(wanted)).cloned();
     let committed: Vec<Value> =
         ["crds/kube-jit.crds.yaml", "crds/kube-jit.admission.yaml"].iter().flat_map(|f| file_objects(f)).collect();
-    assert_eq!(committed.len(), 22, "4 CRDs, 7 validating and 2 mutating admission policies and their bindings");
+    assert_eq!(committed.len(), 20, "4 CRDs, 7 validating and 1 mutating admission policies and their bindings");
 
     // Default values: each object as committed, plus the release's labels.
     let rendered = helm::documents(&helm::template(&[]));
