@@ -224,19 +224,22 @@ fn only_grant_identities(subjects: Option<&[k8s_openapi::api::rbac::v1::Subject]
     subjects.unwrap_or_default().iter().all(|s| s.kind == "ServiceAccount" && names::is_grant_object_name(&s.name))
 }
 
-/// The watch events of bindings that could give an agent's own
-/// ServiceAccount a right, managedFields dropped: a binding whose subjects are
-/// all grant identities ([`only_grant_identities`]) is left out of a relist,
-/// and an update that makes a binding so removes it from the cache (as a
-/// deletion would), so the cache never keeps an older copy of it.
-fn only_standing<K>(
-    events: impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+/// The cache of bindings of kind `K` that could give an agent's own
+/// ServiceAccount a right, managedFields dropped; each change re-checks every
+/// identity's standing privilege. A binding whose subjects (`subjects`) are all
+/// grant identities ([`only_grant_identities`]) is left out of a relist, and an
+/// update that makes a binding so removes it from the cache (as a deletion
+/// would), so the cache never keeps an older copy of it.
+fn standing_bindings<K>(
+    client: &Client,
+    changes: &broadcast::Sender<Change>,
     subjects: fn(&K) -> Option<&[k8s_openapi::api::rbac::v1::Subject]>,
-) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+) -> Store<K>
 where
-    K: Resource + Send + 'static,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
-    events.modify(drop_managed_fields).filter_map(move |event| {
+    let events = watcher(Api::<K>::all(client.clone()), watcher::Config::default()).modify(drop_managed_fields);
+    let standing = events.filter_map(move |event| {
         let event = match event {
             Ok(watcher::Event::Apply(b)) if only_grant_identities(subjects(&b)) => Ok(watcher::Event::Delete(b)),
             Ok(watcher::Event::InitApply(b)) if only_grant_identities(subjects(&b)) => {
@@ -245,7 +248,8 @@ where
             other => other,
         };
         futures::future::ready(Some(event))
-    })
+    });
+    reflect(standing, changes, move |b: &K| (!only_grant_identities(subjects(b))).then_some(Change::Rbac))
 }
 
 /// Maps a managed object to the AccessRequest it belongs to.
@@ -286,21 +290,8 @@ impl Caches {
             // do not re-check every agent.
             // Such bindings (every grant's) are not kept either: thousands of
             // live grants would otherwise be thousands of cached bindings.
-            role_bindings: reflect(
-                only_standing(watcher(Api::all(client.clone()), watcher::Config::default()), |b: &RoleBinding| {
-                    b.subjects.as_deref()
-                }),
-                &changes,
-                |b: &RoleBinding| (!only_grant_identities(b.subjects.as_deref())).then_some(Change::Rbac),
-            ),
-            cluster_role_bindings: reflect(
-                only_standing(
-                    watcher(Api::all(client.clone()), watcher::Config::default()),
-                    |b: &ClusterRoleBinding| b.subjects.as_deref(),
-                ),
-                &changes,
-                |b: &ClusterRoleBinding| (!only_grant_identities(b.subjects.as_deref())).then_some(Change::Rbac),
-            ),
+            role_bindings: standing_bindings(client, &changes, |b: &RoleBinding| b.subjects.as_deref()),
+            cluster_role_bindings: standing_bindings(client, &changes, |b: &ClusterRoleBinding| b.subjects.as_deref()),
             // The rules of the roles grants bind by name: a role that gains
             // rights ends the grants holding it. kube-jit's own Roles (which
             // only the operator writes) are not watched.

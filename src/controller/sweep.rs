@@ -149,28 +149,27 @@ pub async fn guard_expiries(ctx: &Context, cache: Store<AccessRequest>, grace: D
     }
 }
 
-/// Requests per page when the safety nets list them.
-const REQUEST_PAGE: u32 = 250;
-
-/// Reads every AccessRequest from the API server, [`REQUEST_PAGE`] at a time,
-/// and keeps what `keep` returns for each (its managedFields dropped first).
-/// A safety net over thousands of grants then holds what it needs of them,
-/// not every request whole at once (which set the operator's peak memory).
+/// Reads every AccessRequest from the API server, a page at a time
+/// ([`for_each_page`]), and keeps what `keep` returns for each (its
+/// managedFields dropped first). A safety net over thousands of grants then
+/// holds what it needs of them, not every request whole at once (which set
+/// the operator's peak memory).
 pub async fn each_request<T>(client: &Client, mut keep: impl FnMut(AccessRequest) -> Option<T>) -> Result<Vec<T>> {
     let api = Api::<AccessRequest>::all(client.clone());
     let mut kept = Vec::new();
-    let mut page = ListParams::default().limit(REQUEST_PAGE);
-    loop {
-        let list = api.list(&page).await?;
-        for mut r in list.items {
+    for_each_page(
+        &ListParams::default(),
+        |page| {
+            let api = api.clone();
+            async move { api.list(&page).await }
+        },
+        |mut r| {
             r.metadata.managed_fields = None;
             kept.extend(keep(r));
-        }
-        match list.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => page = page.continue_token(&token),
-            None => return Ok(kept),
-        }
-    }
+        },
+    )
+    .await?;
+    Ok(kept)
 }
 
 /// Whether a listed request needs the start of a term: its grant is overdue
@@ -324,30 +323,52 @@ async fn grant_secrets(client: &Client, grants_namespace: &str) -> Vec<(String, 
     }
 }
 
-/// Objects per page of a sweep's list: each page's `managedFields` (a decoded
-/// tree per field manager) are dropped before the next is read, so a sweep over
-/// thousands of grants holds names and annotations, not every field set at once.
-const SWEEP_PAGE: u32 = 250;
+/// Objects per page of the safety nets' and the sweep's lists: each page's
+/// `managedFields` (a decoded tree per field manager) are dropped before the
+/// next is read, so a pass over thousands of grants holds what it keeps, not
+/// every object at once.
+const PAGE: u32 = 250;
+
+/// Calls `each` with every item `list` returns for `lp`, [`PAGE`] at a time,
+/// following the API server's continue tokens.
+async fn for_each_page<T, Fut>(
+    lp: &ListParams,
+    mut list: impl FnMut(ListParams) -> Fut,
+    mut each: impl FnMut(T),
+) -> Result<()>
+where
+    T: Clone + serde::de::DeserializeOwned,
+    Fut: std::future::Future<Output = kube::Result<kube::core::ObjectList<T>>>,
+{
+    let mut page = lp.clone().limit(PAGE);
+    loop {
+        let listed = list(page.clone()).await?;
+        listed.items.into_iter().for_each(&mut each);
+        match listed.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => page = page.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
 
 /// Calls `each` with the (kind, metadata) of every object of kind `K` that
-/// `lp` selects, [`SWEEP_PAGE`] at a time, managedFields dropped.
+/// `lp` selects, a page at a time, managedFields dropped.
 async fn each_managed<K>(client: &Client, lp: &ListParams, each: &mut impl FnMut(&str, ObjectMeta)) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
     let api = Api::<K>::all(client.clone());
-    let mut page = lp.clone().limit(SWEEP_PAGE);
-    loop {
-        let list = api.list_metadata(&page).await?;
-        for item in list.items {
-            let item: PartialObjectMeta<K> = item;
+    for_each_page(
+        lp,
+        |page| {
+            let api = api.clone();
+            async move { api.list_metadata(&page).await }
+        },
+        |item: PartialObjectMeta<K>| {
             let mut meta = item.metadata;
             meta.managed_fields = None;
             each(&K::kind(&()), meta);
-        }
-        match list.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => page = page.continue_token(&token),
-            None => return Ok(()),
-        }
-    }
+        },
+    )
+    .await
 }

@@ -29,8 +29,9 @@ fn live(request: &AccessRequest, now: Timestamp) -> bool {
 }
 
 impl Ledger {
-    /// The ledger of `requests` (listed after the objects it judges: a grant
-    /// records its objects before it makes them) at `now`.
+    /// The ledger of `requests` at `now`: a grant records its objects before
+    /// it makes them, so an object seen after the ledger was read either has
+    /// its record here or is young ([`UNRECORDED_GRACE`]).
     pub fn of<'a>(requests: impl IntoIterator<Item = &'a AccessRequest>, now: Timestamp) -> Ledger {
         let mut ledger = Ledger::default();
         for request in requests {
