@@ -48,14 +48,7 @@ pub fn distribution(path: &Path, title: &str, x_desc: &str, curves: &[Curve]) ->
             .label(curve.label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, &root, SeriesLabelPosition::LowerRight)
 }
 
 /// One sample of the run's timeline.
@@ -165,17 +158,13 @@ fn in_flight_axes<'a, 'b>(
     Ok(chart)
 }
 
-/// Draws the legend (upper left, on white) and writes the file.
+/// Draws the legend (at `position`, on white) and writes the file.
 fn finish<'a, 'b: 'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
     root: &DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    position: SeriesLabelPosition,
 ) -> anyhow::Result<()> {
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    chart.configure_series_labels().position(position).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
     root.present()?;
     Ok(())
 }
@@ -222,7 +211,7 @@ pub fn latency_vs_inflight(path: &Path, levels: &[Level]) -> anyhow::Result<()> 
                 + Text::new(format!("{:.0}", p.1), (dx, dy), ("sans-serif", 12).into_font().color(&c))
         }))?;
     }
-    finish(&mut chart, &root)
+    finish(&mut chart, &root, SeriesLabelPosition::UpperLeft)
 }
 
 /// Grants completed per second against requests in flight, kube-jit's bar
@@ -267,7 +256,7 @@ pub fn throughput_vs_inflight(path: &Path, levels: &[Level], share: f64, from: u
             .label(format!("target: kube-jit ≥ {:.0} % of the floor's (from {from} in flight)", share * 100.0))
             .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 5, 3, style));
     }
-    finish(&mut chart, &root)
+    finish(&mut chart, &root, SeriesLabelPosition::UpperLeft)
 }
 
 /// The operator's resident memory against live grants (scale section, read
@@ -322,7 +311,7 @@ pub fn rss_vs_grants(
         .draw_series(DashedLineSeries::new([(0.0, target_mib), (max_x * 1.1, target_mib)], 10, 6, target))?
         .label(format!("target: ≤ {target_mib:.0} MiB at {} live grants", thousands(target_at as u64)))
         .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 6, 4, target));
-    finish(&mut chart, &root)
+    finish(&mut chart, &root, SeriesLabelPosition::UpperLeft)
 }
 
 /// 10000 → "10,000".
