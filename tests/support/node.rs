@@ -84,11 +84,20 @@ pub fn install(cluster: &Cluster, values: &[&str]) -> Duration {
     if !out.status.success() {
         let pods = cluster.kubectl_output(&["get", "pods", "-A", "-o", "wide"]);
         let events = cluster.kubectl_output(&["get", "events", "-n", RELEASE_NAMESPACE]);
+        // A Pod that stays Pending names a taint but not which: show the
+        // node's taints and conditions too.
+        let node = cluster.kubectl_output(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} taints={.spec.taints} conditions={range .status.conditions[*]}{.type}={.status}({.reason}) {end}{\"\\n\"}{end}",
+        ]);
         panic!(
-            "helm install failed: {}\n{}\n{}",
+            "helm install failed: {}\n{}\n{}\n{}",
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&pods.stdout),
-            String::from_utf8_lossy(&events.stdout)
+            String::from_utf8_lossy(&events.stdout),
+            String::from_utf8_lossy(&node.stdout)
         );
     }
     took
