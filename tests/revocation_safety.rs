@@ -50,6 +50,22 @@ fn stores(requests: reflector::Store<AccessRequest>) -> Stores {
 /// is revoked by the safety net alone, within 2 s of its expiry.
 #[tokio::test]
 async fn the_safety_net_revokes_a_grant_the_controller_missed() {
+    // The cache sees the grant; the net's own list, never after its start.
+    revoked_by_the_safety_net(true, Duration::from_secs(600)).await;
+}
+
+/// The same when the controller's cache never saw the grant (a watch broken
+/// before it was made): the net's periodic list finds it, and a read of the
+/// grant alone confirms it overdue.
+#[tokio::test]
+async fn the_safety_net_revokes_a_grant_the_cache_never_saw() {
+    revoked_by_the_safety_net(false, Duration::from_secs(2)).await;
+}
+
+/// A grant made by hand as the operator records it, with no controller, and
+/// the safety net running with the requests cache fed by a watch (`fed`) or
+/// frozen empty, and listing every `interval`.
+async fn revoked_by_the_safety_net(fed: bool, interval: Duration) {
     let cluster = Cluster::dedicated();
     let admin = cluster.admin();
     for ns in ["agents", "work"] {
@@ -57,10 +73,11 @@ async fn the_safety_net_revokes_a_grant_the_controller_missed() {
     }
     let requests: Api<AccessRequest> = Api::namespaced(admin.clone(), "agents");
     let (cache, writer) = reflector::store();
-    let feed = reflector::reflector(writer, watcher(Api::all(admin.clone()), watcher::Config::default()));
-    tokio::spawn(feed.default_backoff().for_each(|_| async {}));
+    if fed {
+        let feed = reflector::reflector(writer, watcher(Api::all(admin.clone()), watcher::Config::default()));
+        tokio::spawn(feed.default_backoff().for_each(|_| async {}));
+    }
     let ctx = Context::new(admin.clone(), stores(cache.clone()), "cluster.local".into());
-    let interval = Duration::from_secs(600);
     let net = tokio::spawn(async move {
         kube_jit::controller::sweep::guard_expiries(&ctx, cache, Duration::from_millis(750), interval).await
     });
