@@ -36,14 +36,21 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
     ctx.audit_if_committed(&request);
     let ns = request.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, request, |event| async {
+    let finalizing = request.meta().deletion_timestamp.is_some() && request.finalizers().iter().any(|f| f == FINALIZER);
+    let gone = finalizing.then(|| request.clone());
+    let action = finalizer(&api, FINALIZER, request, |event| async {
         match event {
             Finalizer::Apply(r) => apply(&r, &ctx).await,
             Finalizer::Cleanup(r) => cleanup(&r, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    // Cleaned up and the finalizer removed: the object is gone.
+    if let Some(request) = gone {
+        ctx.finalized(&request);
+    }
+    Ok(action)
 }
 
 /// Grants approved but not yet made when the last leader stopped, resumed by a
