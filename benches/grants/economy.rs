@@ -26,6 +26,8 @@ const RSS_SETTLE_LIMIT: Duration = Duration::from_secs(30);
 /// Resident memory target, MiB, and the live grants it applies at.
 pub const RSS_TARGET_MIB: f64 = 200.0;
 pub const RSS_TARGET_AT: usize = 10_000;
+/// TokenRequests timed at each checkpoint, each way.
+const MINT_SAMPLES: usize = 9;
 /// A request made when a restarted operator is ready is granted within this, ms.
 pub const CANARY_TARGET_MS: f64 = 2_000.0;
 
@@ -162,10 +164,12 @@ pub async fn scale(w: &mut World, board: &Board, n: usize, overdue: usize, overd
     marks.push(n);
     let (mut made, mut made_in, mut cpu_making) = (0, Duration::ZERO, 0.0);
     let mut checkpoints = Vec::new();
+    let mut mint_costs = Vec::new();
+    let floor_sa = floor_service_account(w).await?;
     for mark in marks {
         let (start, cpu_start) = (Instant::now(), measure::cpu_seconds(pid));
         let w = &*w;
-        futures::stream::iter(made..mark)
+        let granted = futures::stream::iter(made..mark)
             .map(|i| async move {
                 let name = format!("scale-{i}");
                 grants::request(w, &name, "1h").await?;
@@ -184,6 +188,13 @@ pub async fn scale(w: &mut World, board: &Board, n: usize, overdue: usize, overd
             if settled { "settled" } else { "not settled in 30 s" }
         );
         checkpoints.push((mark, rss, settled, waited.elapsed()));
+        if let Some(granted) = granted.first() {
+            let (grant, floor) = mint_cost(w, granted, &floor_sa).await?;
+            eprintln!(
+                "   {mark} live grants: a TokenRequest takes {grant:.1} ms for a grant identity, {floor:.1} ms for the floor's"
+            );
+            mint_costs.push(json!([mark, measure::round(grant), measure::round(floor)]));
+        }
     }
     // The last checkpoint is N: memory once the last grants' follow-ups settled.
     let (_, rss, _, _) = checkpoints.last().copied().unwrap_or((n, f64::NAN, false, Duration::ZERO));
@@ -251,6 +262,9 @@ pub async fn scale(w: &mut World, board: &Board, n: usize, overdue: usize, overd
         "rss_at_live_grants_waited_s": checkpoints.iter().map(|c| measure::round(c.3.as_secs_f64())).collect::<Vec<_>>(),
         "rss_target_mib": RSS_TARGET_MIB, "rss_target_at_live_grants": RSS_TARGET_AT,
         "rss_meets_target": at_target.map(|r| r <= RSS_TARGET_MIB),
+        // [live grants, p50 ms of a TokenRequest for a grant identity, p50 ms
+        // of one for a plain ServiceAccount beside it], at each checkpoint.
+        "token_request_ms_at_live_grants": mint_costs,
         "cpu_ms_per_grant_made": measure::round(cpu_making / n as f64 * 1000.0),
         "cpu_ms_per_grant_settled": measure::round(cpu_settled / n as f64 * 1000.0),
         "restart": {
@@ -292,4 +306,40 @@ async fn quiet_after(
             return None;
         }
     }
+}
+
+/// A plain ServiceAccount of the floor's in the grants namespace, to mint beside grant identities.
+async fn floor_service_account(w: &World) -> anyhow::Result<String> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let name = "floor-mint".to_string();
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {crate::world::FLOOR_LABEL: "floor"}}, "automountServiceAccountToken": false}))?;
+    let sas = Api::<ServiceAccount>::namespaced(w.floor.clone(), crate::world::GRANTS_NS);
+    match sas.create(&Default::default(), &sa).await {
+        Ok(_) => Ok(name),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(name),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// p50 ms of [`MINT_SAMPLES`] TokenRequests made one after another: for the
+/// identity of `granted`, as its requester; and for `floor_sa`, as the floor.
+/// Both are in the grants namespace, both 600 s; only admission tells them
+/// apart (the grant-tokens policy, which checks a grant identity's token
+/// against the identity's recorded limits).
+async fn mint_cost(w: &World, granted: &AccessRequest, floor_sa: &str) -> anyhow::Result<(f64, f64)> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let (mut grant, mut floor) = (Vec::new(), Vec::new());
+    let sas = Api::<ServiceAccount>::namespaced(w.floor.clone(), crate::world::GRANTS_NS);
+    let tr: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({"spec": {"expirationSeconds": 600}}))?;
+    for _ in 0..MINT_SAMPLES {
+        let start = Instant::now();
+        kube_jit::client::mint_grant_token(&w.agent, granted, Duration::from_secs(600)).await?;
+        grant.push(ms(start.elapsed()));
+        let start = Instant::now();
+        sas.create_token_request(floor_sa, &Default::default(), &tr).await?;
+        floor.push(ms(start.elapsed()));
+    }
+    Ok((Summary::of(&grant).p50, Summary::of(&floor).p50))
 }

@@ -398,6 +398,15 @@ fn scale_summary(s: &mut String, sc: &Value) {
         f(&sc["cpu_ms_per_grant_made"]),
         f(&sc["cpu_ms_per_grant_settled"])
     );
+    let mints: Vec<String> = sc["token_request_ms_at_live_grants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{} → {} ms (floor {} ms)", plots::thousands(p[0].as_u64().unwrap_or(0)), f(&p[1]), f(&p[2])))
+        .collect();
+    if !mints.is_empty() {
+        let _ = writeln!(s, "    a grant identity's TokenRequest (p50) by live grants: {}", mints.join(", "));
+    }
     let caught = rs["caught_up_ms"].as_f64().unwrap_or(f64::NAN);
     let canary = rs["canary_grant_ms"].as_f64().unwrap_or(f64::NAN);
     let _ = writeln!(
